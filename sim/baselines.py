@@ -1,0 +1,45 @@
+"""Controllers usable by name in ``glucotwin trial``.
+
+A controller factory takes a patient name and the arm and returns a
+simglucose ``Controller``. Factories are module-level functions so that
+worker processes can build controllers themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from simglucose.controller.base import Controller
+
+from controller.baselines import BasalOnly
+from sim.adapter import PolicyController
+from sim.cohort import clinical_profile
+
+ControllerFactory = Callable[[str, str], Controller]
+
+
+def basal_bolus(patient_name: str, arm: str) -> Controller:
+    """simglucose's own ``BBController`` (target 140 mg/dL), unchanged: the HCL reference."""
+    from simglucose.controller.basal_bolus_ctrller import BBController
+
+    return BBController()
+
+
+def basal_only(patient_name: str, arm: str) -> Controller:
+    """The programmed basal from the clinical profile, nothing else."""
+    return PolicyController(BasalOnly(clinical_profile(patient_name)), meal_announcement=arm == "hcl")
+
+
+CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
+    "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
+    "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
+}
+
+DEFAULT_CONTROLLER = "bb"
+
+
+def controller_factory(name: str) -> ControllerFactory:
+    try:
+        return CONTROLLERS[name][0]
+    except KeyError:
+        raise ValueError(f"unknown controller {name!r}; available: {', '.join(sorted(CONTROLLERS))}") from None

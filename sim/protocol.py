@@ -1,0 +1,69 @@
+"""The trial protocol: everything needed to rerun a result (BENCHMARK.md)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sim.cohort import patient_index
+
+ARMS = ("hcl", "fcl")
+SENSORS = ("Dexcom", "GuardianRT", "Navigator")
+PUMPS = ("Insulet", "Cozmo")
+BENCHMARK_START = datetime(2025, 1, 1, 0, 0)
+
+
+@dataclass(frozen=True)
+class TrialProtocol:
+    """How a closed-loop trial is run.
+
+    Attributes
+    ----------
+    arm: ``hcl`` (meal information passed to the controller at meal time) or
+        ``fcl`` (no meal information at all).
+    days: simulated duration in days (fractions allowed for smoke runs).
+    seed_offset: patient k (1..30) uses seed ``k + seed_offset`` for both the
+        RandomScenario and the CGM sensor; 0 is the public benchmark.
+    sensor: simglucose sensor name (Dexcom: 3-min samples, GuardianRT: 5-min).
+    pump: simglucose pump name.
+    start: simulation start time (naive, simglucose convention).
+    """
+
+    arm: str = "hcl"
+    days: float = 3.0
+    seed_offset: int = 0
+    sensor: str = "Dexcom"
+    pump: str = "Insulet"
+    start: datetime = BENCHMARK_START
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
+        if not (isinstance(self.days, (int, float)) and math.isfinite(self.days) and 0 < self.days <= 366):
+            raise ValueError(f"days must be a number in (0, 366], got {self.days!r}")
+        if not isinstance(self.seed_offset, int) or self.seed_offset < 0:
+            raise ValueError(f"seed offset must be a non-negative integer, got {self.seed_offset!r}")
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {', '.join(SENSORS)}, got {self.sensor!r}")
+        if self.pump not in PUMPS:
+            raise ValueError(f"pump must be one of {', '.join(PUMPS)}, got {self.pump!r}")
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(days=self.days)
+
+    @property
+    def meal_announcement(self) -> bool:
+        return self.arm == "hcl"
+
+    def seed_for(self, patient_name: str) -> int:
+        return patient_index(patient_name) + self.seed_offset
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["start"] = self.start.isoformat()
+        data["scenario"] = "simglucose RandomScenario(start_time=start, seed=k + seed_offset)"
+        data["sensor_seed"] = "k + seed_offset"
+        return data

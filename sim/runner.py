@@ -1,0 +1,226 @@
+"""Closed-loop trial runner: any simglucose ``Controller`` on a list of patients.
+
+Each patient runs in simglucose's own environment (``T1DSimEnv``) stepped
+exactly as simglucose's ``SimObj.simulate`` steps it, so a run of
+simglucose's ``BBController`` here equals simglucose's own engine sample for
+sample. Patients run in parallel worker processes; each run depends only on
+its patient, controller and protocol, so results are identical whatever the
+number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sim.adapter import rate_per_min_to_amount
+from sim.baselines import ControllerFactory, controller_factory
+from sim.protocol import TrialProtocol
+from sim.simglucose_env import make_env
+from sim.trace import Trace
+
+ProgressCallback = Callable[[str, float], None]  # (patient, simulated minutes since last call)
+
+_PROGRESS_EVERY_MIN = 60.0
+
+
+@dataclass(frozen=True)
+class PatientRun:
+    """One patient's finished run."""
+
+    patient: str
+    seed: int
+    trace: Trace
+    wall_s: float
+
+
+def _resolve(controller: str | ControllerFactory) -> ControllerFactory:
+    return controller_factory(controller) if isinstance(controller, str) else controller
+
+
+def simulate_patient(
+    patient: str,
+    controller: str | ControllerFactory,
+    protocol: TrialProtocol,
+    progress: ProgressCallback | None = None,
+) -> PatientRun:
+    """Run one virtual patient under ``protocol`` with a freshly built controller."""
+    tic = time.perf_counter()
+    seed = protocol.seed_for(patient)
+    env = make_env(patient, seed, protocol.start, protocol.sensor, protocol.pump)
+    ctrl = _resolve(controller)(patient, protocol.arm)
+    diagnostics_of = getattr(ctrl, "diagnostics", None)
+
+    ctrl.reset()
+    obs, reward, done, info = env.reset()
+    end = protocol.start + protocol.duration
+    diag_rows: list[dict[str, Any]] = []
+    pending_min = 0.0
+    while env.time < end:
+        if not protocol.meal_announcement:
+            info = dict(info, meal=0.0)
+        action = ctrl.policy(obs, reward, done, **info)
+        diag_rows.append(diagnostics_of() if diagnostics_of else {})
+        obs, reward, done, info = env.step(action)
+        pending_min += env.sample_time
+        if progress and pending_min >= _PROGRESS_EVERY_MIN:
+            progress(patient, pending_min)
+            pending_min = 0.0
+    if progress and pending_min:
+        progress(patient, pending_min)
+
+    sample_min = float(env.sample_time)
+    n = len(env.BG_hist)
+    carbs = np.full(n, np.nan)
+    insulin = np.full(n, np.nan)
+    carbs[: n - 1] = [rate_per_min_to_amount(c, sample_min) for c in env.CHO_hist]
+    insulin[: n - 1] = [rate_per_min_to_amount(u, sample_min) for u in env.insulin_hist]
+    columns: list[str] = []
+    for row in diag_rows:
+        columns += [c for c in row if c not in columns]
+    diagnostics = {c: [row.get(c) for row in diag_rows] + [None] for c in columns}
+    trace = Trace(
+        patient=patient,
+        sample_min=sample_min,
+        time=list(env.time_hist),
+        bg_mg_dl=np.asarray(env.BG_hist, dtype=float),
+        cgm_mg_dl=np.asarray(env.CGM_hist, dtype=float),
+        carbs_g=carbs,
+        insulin_u=insulin,
+        diagnostics=diagnostics,
+    )
+    return PatientRun(patient=patient, seed=seed, trace=trace, wall_s=time.perf_counter() - tic)
+
+
+# --- worker processes -------------------------------------------------------
+
+_worker_queue: Any = None
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = progress_queue
+
+
+def _report_from_worker(patient: str, minutes: float) -> None:
+    if _worker_queue is not None:
+        _worker_queue.put((patient, minutes))
+
+
+def _run_in_worker(patient: str, controller: str | ControllerFactory, protocol: TrialProtocol) -> PatientRun:
+    return simulate_patient(patient, controller, protocol, progress=_report_from_worker)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (non-Linux)
+        return os.cpu_count() or 1
+
+
+class _Progress:
+    """A progress bar in simulated patient-hours (tqdm on a terminal, silent otherwise)."""
+
+    def __init__(self, total_min: float, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self._bar = tqdm(
+                    total=round(total_min / 60.0, 1),
+                    unit="patient-h",
+                    desc="trial",
+                    file=sys.stderr,
+                    disable=None,
+                    dynamic_ncols=True,
+                )
+            except ImportError:  # tqdm is part of the sim extra; run without a bar otherwise
+                self._bar = None
+
+    def advance(self, patient: str, minutes: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(patient, refresh=False)
+            self._bar.update(round(minutes / 60.0, 1))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def run_patients(
+    patients: list[str],
+    controller: str | ControllerFactory,
+    protocol: TrialProtocol,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[PatientRun]:
+    """Run every patient; results come back in the order of ``patients``."""
+    if not patients:
+        raise ValueError("no patients to run")
+    _resolve(controller)  # fail early on an unknown name
+    workers = min(workers or default_workers(), len(patients))
+    bar = _Progress(total_min=len(patients) * protocol.days * 24 * 60, enabled=progress)
+    try:
+        if workers == 1:
+            runs = [simulate_patient(p, controller, protocol, progress=bar.advance) for p in patients]
+        else:
+            runs = _run_parallel(patients, controller, protocol, workers, bar)
+    finally:
+        bar.close()
+    return runs
+
+
+def _run_parallel(
+    patients: list[str],
+    controller: str | ControllerFactory,
+    protocol: TrialProtocol,
+    workers: int,
+    bar: _Progress,
+) -> list[PatientRun]:
+    ctx = multiprocessing.get_context("spawn")
+    progress_queue = ctx.Queue()
+    results: dict[str, PatientRun] = {}
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)
+    ) as pool:
+        pending: dict[Future, str] = {
+            pool.submit(_run_in_worker, p, controller, protocol): p for p in patients
+        }
+        while pending:
+            done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(progress_queue, bar)
+            for future in done:
+                patient = pending.pop(future)
+                results[patient] = future.result()
+        _drain(progress_queue, bar)
+    return [results[p] for p in patients]
+
+
+def _drain(progress_queue: Any, bar: _Progress) -> None:
+    while True:
+        try:
+            patient, minutes = progress_queue.get_nowait()
+        except queue.Empty:
+            return
+        bar.advance(patient, minutes)
+
+
+def check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove it is writable, before any simulation runs."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".glucotwin-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write to output directory {out_dir}: {exc.strerror or exc}") from None
