@@ -1,0 +1,211 @@
+"""Helpers shared by the CGM file readers: decoding, CSV lines, numbers, times, de-duplication.
+
+Private to ``sensors``. Nothing here raises on bad data: parsers return
+``None`` or a reason string, and the readers turn those into
+:class:`~sensors.reading.Rejected` records.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sensors.reading import (
+    PLAUSIBLE_MAX_MG_DL,
+    PLAUSIBLE_MIN_MG_DL,
+    GlucoseReading,
+    ReadResult,
+    Rejected,
+)
+
+RAW_MAX_CHARS = 200
+
+# Readings before the first commercial CGMs or after 2100 are a clock or unit
+# error (e.g. epoch seconds read as milliseconds), not data.
+EARLIEST_TIME = datetime(1990, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A date and at least hours:minutes; fromisoformat does the rest.
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def decode(data: bytes) -> str:
+    """Bytes of a text file to str: UTF-16 if it has a UTF-16 BOM, else UTF-8 (BOM dropped).
+
+    Undecodable bytes become U+FFFD, so the affected rows are rejected, not the file.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split on ``\\n`` only (a trailing ``\\r`` removed), so line numbers match an editor's.
+
+    A text with ``\\r`` but no ``\\n`` (classic Mac line endings) is split on ``\\r``.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\n" not in text and "\r" in text:  # classic Mac line endings
+        return text.split("\r")
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def csv_fields(line: str) -> list[str] | None:
+    """The fields of one CSV line, or ``None`` if the csv module cannot parse it."""
+    try:
+        rows = list(csv.reader([line]))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
+def clip_raw(raw: str) -> str:
+    return raw if len(raw) <= RAW_MAX_CHARS else raw[: RAW_MAX_CHARS - 1] + "\u2026"
+
+
+def parse_number(text: str) -> float | None:
+    """A plain decimal number (``153``, ``5.6``, ``1e2``), or ``None``: no ``nan``, ``inf``, ``1_0``."""
+    s = text.strip()
+    if not _NUMBER.fullmatch(s):
+        return None
+    try:
+        value = float(s)
+    except (ValueError, OverflowError):
+        return None
+    return value
+
+
+def glucose_reason(glucose_mg_dl: float) -> str | None:
+    """Why a glucose value is not plausible, or ``None`` if it is."""
+    if not (PLAUSIBLE_MIN_MG_DL <= glucose_mg_dl <= PLAUSIBLE_MAX_MG_DL):
+        return (
+            f"glucose out of range: {glucose_mg_dl:g} mg/dL is outside "
+            f"{PLAUSIBLE_MIN_MG_DL:g}..{PLAUSIBLE_MAX_MG_DL:g}"
+        )
+    return None
+
+
+def resolve_tz(tz: tzinfo | str) -> tzinfo:
+    """A tzinfo from a tzinfo or an IANA name (``"Europe/Paris"``, ``"UTC"``); ValueError if unknown."""
+    if isinstance(tz, tzinfo):
+        return tz
+    if isinstance(tz, str):
+        if tz.upper() == "UTC":
+            return UTC
+        try:
+            return ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r}: use an IANA name such as 'Europe/Paris'") from None
+    raise ValueError(f"tz must be a tzinfo or an IANA time zone name, got {tz!r}")
+
+
+def parse_timestamp(text: str) -> datetime | str:
+    """An ISO 8601 date and time, naive or with an offset; or the reason it is not one."""
+    s = text.strip()
+    if not s:
+        return "missing time"
+    if not _ISO_DATETIME.match(s):
+        return f"unparseable time {clip_raw(s)!r}"
+    try:
+        return datetime.fromisoformat(s)
+    except ValueError:
+        return f"unparseable time {clip_raw(s)!r}"
+
+
+def check_time(t: datetime) -> str | None:
+    if not (EARLIEST_TIME <= t < LATEST_TIME):
+        return f"implausible time {t.isoformat()} (outside 1990..2100)"
+    return None
+
+
+class LocalTimes:
+    """Turns the naive local times of one file into UTC, in a given zone.
+
+    A time with an explicit offset is taken as is. A local time that does not
+    exist (skipped by a DST change) is refused. A local time that occurs twice
+    (the hour repeated when DST ends) is taken as the first occurrence until the
+    times of that subject go backwards inside the repeated hour, then as the
+    second: this assumes the file is in time order per subject, as CGM exports are.
+    """
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self._last_ambiguous: dict[str, datetime] = {}
+        self._second_pass: set[str] = set()
+
+    def to_utc(self, t: datetime, subject: str) -> datetime | str:
+        try:
+            if t.tzinfo is not None:
+                utc = t.astimezone(UTC)
+            else:
+                utc = self._localize(t, subject)
+                if isinstance(utc, str):
+                    return utc
+        except (OverflowError, ValueError):
+            return f"implausible time {t.isoformat()}"
+        return check_time(utc) or utc
+
+    def _localize(self, naive: datetime, subject: str) -> datetime | str:
+        first = naive.replace(tzinfo=self.tz, fold=0)
+        second = naive.replace(tzinfo=self.tz, fold=1)
+        off0, off1 = first.utcoffset(), second.utcoffset()
+        if off0 == off1:
+            self._last_ambiguous.pop(subject, None)
+            self._second_pass.discard(subject)
+            return first.astimezone(UTC)
+        # Offsets differ: the time is either repeated (ambiguous) or skipped.
+        roundtrip = first.astimezone(UTC).astimezone(self.tz).replace(tzinfo=None)
+        if roundtrip != naive:
+            return f"nonexistent local time {naive.isoformat()} in {self.tz} (skipped by a DST change)"
+        last = self._last_ambiguous.get(subject)
+        if last is not None and naive < last:
+            self._second_pass.add(subject)
+        self._last_ambiguous[subject] = naive
+        chosen = second if subject in self._second_pass else first
+        return chosen.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A parsed reading and where it came from, before de-duplication."""
+
+    reading: GlucoseReading
+    raw: str
+    line: int | None
+
+
+def finish(candidates: list[Candidate], rejected: list[Rejected]) -> ReadResult:
+    """De-duplicate, sort, and package readings and rejections.
+
+    Candidates with the same subject and time: a later one with the same glucose
+    (and clipping) is an exact duplicate and is rejected as ``"duplicate"``; if
+    their glucose values differ, all of them are rejected as conflicting, since
+    picking one would be a guess.
+    """
+    groups: dict[tuple[str, datetime], list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault((c.reading.subject, c.reading.time), []).append(c)
+    readings: list[GlucoseReading] = []
+    out = list(rejected)
+    for group in groups.values():
+        kept = group[0]
+        values = {(c.reading.glucose_mg_dl, c.reading.clipped) for c in group}
+        if len(values) > 1:
+            shown = ", ".join(f"{g:g}" for g, _ in sorted(values))
+            for c in group:
+                out.append(
+                    Rejected(c.raw, c.line, f"conflicting glucose at the same time ({shown} mg/dL)")
+                )
+            continue
+        readings.append(kept.reading)
+        out.extend(Rejected(c.raw, c.line, "duplicate") for c in group[1:])
+    readings.sort(key=lambda r: (r.subject, r.time))
+    # Line-numbered rejections in file order; those without lines after, in the order found.
+    out = sorted(out, key=lambda r: (r.line is None, r.line or 0))
+    return ReadResult(readings, out)
+
