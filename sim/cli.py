@@ -8,9 +8,9 @@ Errors print one line, ``glucotwin: error: ...``, and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 EXIT_USAGE = 2
 
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message}")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -34,7 +34,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -44,7 +44,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -54,92 +54,11 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-# --- trial -------------------------------------------------------------------
-
-def _add_trial(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "trial",
-        help="run an in-silico trial against simglucose's 30 virtual patients",
-        description=(
-            "Run a closed-loop trial under the public benchmark protocol (BENCHMARK.md): "
-            "RandomScenario and Dexcom CGM seeded with k + seed offset for patient k (1..30), "
-            "Insulet pump, start 2025-01-01 00:00. Prints a per-patient table and a cohort "
-            "summary on true blood glucose, and writes one trace CSV per patient and "
-            "summary.json to --out."
-        ),
-    )
-    p.add_argument("--controller", default=None, metavar="NAME",
-                   help="controller to run: bb (simglucose basal-bolus) or basal (programmed basal only); default bb")
-    p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
-                   help="hcl: meal information given at meal time; fcl: none (default hcl)")
-    p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
-    p.add_argument("--group", choices=("adolescent", "adult", "child"), help="only this group")
-    p.add_argument("--days", type=_positive_float, default=3.0, help="simulated days (fractions allowed; default 3)")
-    p.add_argument("--seed-offset", type=_non_negative_int, default=0, metavar="K",
-                   help="patient k uses seed k + K (default 0, the public benchmark)")
-    p.add_argument("--sensor", choices=("Dexcom", "GuardianRT", "Navigator"), default="Dexcom",
-                   help="simglucose CGM: Dexcom 3-min samples (default), GuardianRT 5-min, Navigator 1-min")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="parallel worker processes (default: number of cores)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="output directory (default runs/<controller>-<arm>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_trial)
-
-
-def _trial_patients(args: argparse.Namespace) -> list[str]:
-    from sim.cohort import PATIENTS, patient_index, patients_in_group
-
-    if args.patients:
-        chosen = []
-        for name in args.patients:
-            try:
-                patient_index(name)
-            except ValueError as exc:
-                raise CliError(str(exc)) from None
-            if name not in chosen:
-                chosen.append(name)
-        if args.group:
-            chosen = [p for p in chosen if p.startswith(args.group + "#")]
-            if not chosen:
-                raise CliError(f"none of the given patients is in group {args.group}")
-        return chosen
-    if args.group:
-        return patients_in_group(args.group)
-    return list(PATIENTS)
-
-
-def _cmd_trial(args: argparse.Namespace) -> int:
-    try:
-        from sim.baselines import CONTROLLERS, DEFAULT_CONTROLLER
-        from sim.protocol import TrialProtocol
-        from sim.summary import format_tables
-        from sim.trial import run_trial
-    except ImportError as exc:
-        raise CliError(f"trials need the simulator extra: pip install 'glucotwin[sim]' ({exc})") from None
-
-    controller = args.controller or DEFAULT_CONTROLLER
-    if controller not in CONTROLLERS:
-        raise CliError(f"unknown controller {controller!r}; available: {', '.join(sorted(CONTROLLERS))}")
-    patients = _trial_patients(args)
-    try:
-        protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    out_dir = args.out or Path("runs") / f"{controller}-{args.arm}"
-    try:
-        result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
-                           progress=not args.quiet)
-    except OSError as exc:
-        raise CliError(str(exc)) from None
-    print(format_tables(result.summary))
-    print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
-    return 0
-
-
 # --- entry point ----------------------------------------------------------------
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_trial,)
+# Each command module has ``register(subparsers)``; its handler imports the
+# heavy parts lazily. Order here is the order in ``glucotwin --help``.
+_COMMAND_MODULES = ("sim.cli_trial",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         version = "unknown"
     parser.add_argument("--version", action="version", version=f"glucotwin {version}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
-    for add in _COMMANDS:
-        add(sub)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
