@@ -251,6 +251,7 @@ def _rhs_rows(
     g: _Gastric,
     c: _Coefficients,
     out: _Buffer,
+    disturbance: np.ndarray | None = None,
 ) -> None:
     """Write dx/dt (13, N) of states ``x`` (13, N) into ``out``; units per minute of those of :class:`State`.
 
@@ -276,7 +277,8 @@ def _rhs_rows(
     egp = np.maximum(c.kp1 - c.kp2 * g_p - c.kp3 * i_d, 0.0)  # endogenous production, max(EGP, 0)
     losses = c.ke1 * np.maximum(g_p - c.ke2, 0.0) + c.Fsnc  # renal excretion + insulin-independent use
     exchange = c.k1 * g_p - c.k2 * g_t  # plasma -> tissue
-    np.subtract(egp + ra - losses, exchange, out=d_g_p)
+    appearance = egp + ra if disturbance is None else egp + ra + disturbance  # + unexplained appearance
+    np.subtract(appearance - losses, exchange, out=d_g_p)
     uid = (c.Vm0 + c.Vmx * x_u) * g_t / (c.Km0 + g_t)  # insulin-dependent utilization
     np.subtract(exchange, uid, out=d_g_t)
 
@@ -391,23 +393,23 @@ class _RK4:
         self.stage = _Buffer(n)
         self.k = [_Buffer(n) for _ in range(4)]
 
-    def step(self, x_in, x_out, eat_mg, insulin, g, c, h, substeps) -> None:
+    def step(self, x_in, x_out, eat_mg, insulin, g, c, h, substeps, dist=None) -> None:
         """Advance ``x_in`` (13, N) by ``substeps`` RK4 steps of h minutes into ``x_out`` (13, N)."""
         x, stage = self.x, self.stage
         k1, k2, k3, k4 = self.k
         half, sixth = 0.5 * h, h / 6.0
         x.array[...] = x_in
         for _ in range(substeps):
-            _rhs_rows(x, eat_mg, insulin, g, c, k1)
+            _rhs_rows(x, eat_mg, insulin, g, c, k1, dist)
             np.multiply(k1.array, half, out=stage.array)
             stage.array += x.array
-            _rhs_rows(stage, eat_mg, insulin, g, c, k2)
+            _rhs_rows(stage, eat_mg, insulin, g, c, k2, dist)
             np.multiply(k2.array, half, out=stage.array)
             stage.array += x.array
-            _rhs_rows(stage, eat_mg, insulin, g, c, k3)
+            _rhs_rows(stage, eat_mg, insulin, g, c, k3, dist)
             np.multiply(k3.array, h, out=stage.array)
             stage.array += x.array
-            _rhs_rows(stage, eat_mg, insulin, g, c, k4)
+            _rhs_rows(stage, eat_mg, insulin, g, c, k4, dist)
             # x += h/6 (k1 + 2 k2 + 2 k3 + k4)
             k2.array += k3.array
             k2.array *= 2.0
@@ -456,6 +458,7 @@ def simulate(
     meal: MealState | None = None,
     dt_min: float = SAMPLE_TIME_MIN,
     substeps: int | None = None,
+    disturbance_mg_per_kg_per_min: np.ndarray | None = None,
 ) -> Trajectory:
     """Simulate N patients for T steps of ``dt_min`` minutes with piecewise-constant inputs.
 
@@ -501,6 +504,12 @@ def simulate(
     if meal.planned_g.shape != (n,):
         raise ValueError(f"meal bookkeeping is for {meal.planned_g.shape[0]} patients, expected {n}")
 
+    dist_t = None
+    if disturbance_mg_per_kg_per_min is not None:
+        dist = np.broadcast_to(np.asarray(disturbance_mg_per_kg_per_min, dtype=np.float64), (n, steps))
+        if not np.all(np.isfinite(dist)):
+            raise ValueError("disturbance_mg_per_kg_per_min must be finite")
+        dist_t = np.ascontiguousarray(dist.T)  # (T, N)
     c = _Coefficients(params)
     insulin_pmol = (insulin * c.pmol_per_kg_per_u[:, None]).T  # (T, N) pmol/kg/min
     carbs_t = carbs.T  # (T, N)
@@ -523,7 +532,8 @@ def simulate(
                 eaten[k] = rate
                 eat_mg = rate * MG_PER_G
                 gastric = _Gastric(meal.dbar_mg, c)
-        rk4.step(out[k], out[k + 1], eat_mg, insulin_pmol[k], gastric, c, h, substeps)
+        rk4.step(out[k], out[k + 1], eat_mg, insulin_pmol[k], gastric, c, h, substeps,
+                 None if dist_t is None else dist_t[k])
     states = out.transpose(2, 0, 1)  # (N, T+1, 13) view
     glucose = out[:, State.G_SC, :].T / c.Vg[:, None]
     return Trajectory(states=states, glucose_mg_dl=glucose, eat_rate_g_per_min=eaten.T, meal=meal, dt_min=float(dt_min))
