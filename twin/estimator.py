@@ -3,7 +3,7 @@
 A cubature Kalman filter (the unscented transform with weights 1/2n, always
 positive definite) over the uncertain part of the twin:
 
-    z = [G_P, G_T, G_SC, d_meal, d_bias, ln s]
+    z = [G_P, G_T, G_SC, d_meal, d_bias, ln s, e_cgm]
 
 ``G_P, G_T, G_SC`` are the model's glucose masses (mg/kg); ``d_meal + d_bias``
 is glucose appearance the model cannot explain (mg/kg/min): ``d_meal`` is
@@ -13,12 +13,18 @@ constant ``disturbance_tau_min`` and is driven by a fast random walk;
 current glucose, sensor drift, physiology the prior misses); ``s`` is a slowly
 varying insulin-sensitivity factor that scales insulin action on uptake and
 production around the basal steady state (so that it changes nothing while
-insulin is at basal and the disturbance alone explains drift). The gut and
+insulin is at basal and the disturbance alone explains drift); ``e_cgm`` is
+the sensor's own slowly varying error (mg/dL), a first-order autoregressive
+process: CGM errors are strongly correlated in time (simglucose's Dexcom
+model, after Breton and Kovatchev 2008: SD about 12 mg/dL, correlation 0.72
+at 15 minutes and 0.47 at 30), so a run of high readings is not necessarily
+rising glucose. The gut and
 insulin states are driven by known inputs (announced carbohydrates, delivered
 insulin) and are propagated by the model without uncertainty.
 
-The CGM reading is ``G_SC / Vg``, linear in z, so the measurement update is
-exact. Readings are gated on the innovation (Mahalanobis distance): an
+The CGM reading is ``G_SC / Vg + e_cgm`` plus a small white noise, linear
+in z, so the measurement update is exact. Forecasts are of glucose itself
+(``G_SC / Vg``), not of the sensor. Readings are gated on the innovation (Mahalanobis distance): an
 outlier is rejected with a recorded reason; after
 ``max_consecutive_rejections`` rejections in a row the next reading is
 accepted with an inflated covariance (the glucose really moved). Irregular
@@ -41,10 +47,11 @@ from twin.model import PMOL_PER_U, MealState, State, simulate
 from twin.model_params import ModelParams
 from twin.personalize import Twin
 
-Z_NAMES = ("G_P", "G_T", "G_SC", "disturbance_meal", "disturbance_bias", "log_sensitivity")
-_GP, _GT, _GSC, _D, _B, _LS = range(6)
+Z_NAMES = ("G_P", "G_T", "G_SC", "disturbance_meal", "disturbance_bias", "log_sensitivity", "cgm_error")
+_GP, _GT, _GSC, _D, _B, _LS, _E = range(7)
 _N = len(Z_NAMES)
 MIN_PER_H = 60.0
+REFERENCE_WEIGHT_KG = 70.0
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,13 @@ class EstimatorSettings:
 
     Attributes
     ----------
-    cgm_noise_sd_mg_dl: standard deviation of CGM noise.
+    cgm_noise_sd_mg_dl: standard deviation of the white part of CGM noise.
+    cgm_error_sd_mg_dl: stationary standard deviation of the correlated CGM error.
+    cgm_error_tau_min: correlation time of the CGM error, minutes.
     glucose_process_sd: random walk of G_P, mg/kg per sqrt(min).
-    disturbance_rw_sd: random walk of d_meal, mg/kg/min per sqrt(min).
+    disturbance_rw_sd: random walk of d_meal, mg/kg/min per sqrt(min), for a
+        person of ``REFERENCE_WEIGHT_KG``; it scales with reference weight / body
+        weight (a meal's appearance per kg is larger in a lighter person).
     disturbance_tau_min: decay time constant of d_meal, minutes (filter and forecasts).
     bias_rw_sd: random walk of d_bias, mg/kg/min per sqrt(min).
     disturbance_limit: |d_meal| and |d_bias| bound, mg/kg/min.
@@ -68,7 +79,9 @@ class EstimatorSettings:
     band_growth_mg_dl_per_min: forecast band growth with horizon (sd, mg/dL per minute).
     """
 
-    cgm_noise_sd_mg_dl: float = 7.0
+    cgm_noise_sd_mg_dl: float = 3.0
+    cgm_error_sd_mg_dl: float = 10.0
+    cgm_error_tau_min: float = 40.0
     glucose_process_sd: float = 0.05
     disturbance_rw_sd: float = 0.3
     disturbance_tau_min: float = 60.0
@@ -83,7 +96,7 @@ class EstimatorSettings:
     band_growth_mg_dl_per_min: float = 0.35
 
     def __post_init__(self) -> None:
-        for name in ("cgm_noise_sd_mg_dl", "glucose_process_sd", "disturbance_rw_sd", "disturbance_tau_min", "bias_rw_sd",
+        for name in ("cgm_noise_sd_mg_dl", "cgm_error_sd_mg_dl", "cgm_error_tau_min", "glucose_process_sd", "disturbance_rw_sd", "disturbance_tau_min", "bias_rw_sd",
                      "disturbance_limit", "log_sensitivity_rw_sd", "log_sensitivity_prior_sd",
                      "log_sensitivity_limit", "gate_sigma", "max_step_min", "band_growth_mg_dl_per_min"):
             value = getattr(self, name)
@@ -173,13 +186,15 @@ class TwinEstimator:
         self.x = twin.x_basal.copy()
         self.meal = MealState.initial(self.x[None, :])
         self.basal_u_per_h = twin.profile.daily_basal_u / 24.0
+        self._weight_scale = REFERENCE_WEIGHT_KG / float(twin.params.BW[0])
         self._pending_carbs_g = 0.0
         self.rejections_in_row = 0
         self.readings_accepted = 0
-        self.z = np.array([self.x[State.G_P], self.x[State.G_T], self.x[State.G_SC], 0.0, 0.0, 0.0])
+        self.z = np.array([self.x[State.G_P], self.x[State.G_T], self.x[State.G_SC], 0.0, 0.0, 0.0, 0.0])
         vg = float(twin.params.Vg[0])
         g_sd = 40.0 * vg  # glucose unknown before the first reading: wide
-        self.P = np.diag([g_sd**2, (2 * g_sd) ** 2, g_sd**2, 0.5**2, 0.2**2, self.settings.log_sensitivity_prior_sd**2])
+        self.P = np.diag([g_sd**2, (2 * g_sd) ** 2, g_sd**2, 0.5**2, 0.2**2, self.settings.log_sensitivity_prior_sd**2,
+                          self.settings.cgm_error_sd_mg_dl**2])
         if glucose_mg_dl is not None:
             self._set_glucose(glucose_mg_dl)
 
@@ -259,14 +274,17 @@ class TwinEstimator:
         prop = sigma.copy()
         prop[:, _GP], prop[:, _GT], prop[:, _GSC] = states[:, State.G_P], states[:, State.G_T], states[:, State.G_SC]
         prop[:, _D] *= math.exp(-minutes / s.disturbance_tau_min)
+        error_decay = math.exp(-minutes / s.cgm_error_tau_min)
+        prop[:, _E] *= error_decay
         self.z = prop.mean(axis=0)
         dev = prop - self.z
         q = np.zeros(_N)
         q[_GP] = s.glucose_process_sd**2 * minutes
         q[_GSC] = 0.25 * s.glucose_process_sd**2 * minutes
-        q[_D] = s.disturbance_rw_sd**2 * minutes
+        q[_D] = (s.disturbance_rw_sd * self._weight_scale) ** 2 * minutes
         q[_B] = s.bias_rw_sd**2 * minutes
         q[_LS] = s.log_sensitivity_rw_sd**2 * minutes
+        q[_E] = s.cgm_error_sd_mg_dl**2 * (1.0 - error_decay**2)
         self.P = dev.T @ dev / prop.shape[0] + np.diag(q)
         self.P = 0.5 * (self.P + self.P.T)
         self.x = states.mean(axis=0)
@@ -286,11 +304,20 @@ class TwinEstimator:
         """Initialize glucose states at a reading, keeping the basal G_T / G_P ratio."""
         ratio = self.x[State.G_T] / self.x[State.G_P]
         gp = glucose_mg_dl * self.vg
-        self.z[_GP], self.z[_GT], self.z[_GSC] = gp, gp * ratio, gp
-        sd = self.settings.cgm_noise_sd_mg_dl * self.vg
-        self.P[_GP, _GP], self.P[_GT, _GT], self.P[_GSC, _GSC] = (2 * sd) ** 2, (4 * sd * ratio) ** 2, sd**2
-        self.P[_GP, _GSC] = self.P[_GSC, _GP] = 0.9 * (2 * sd) * sd
+        self.z[_GP], self.z[_GT], self.z[_GSC], self.z[_E] = gp, gp * ratio, gp, 0.0
+        sd = self.settings.cgm_error_sd_mg_dl * self.vg
+        self.P[[_GP, _GT, _GSC], :] = 0.0
+        self.P[:, [_GP, _GT, _GSC]] = 0.0
+        self.P[_GP, _GP], self.P[_GT, _GT], self.P[_GSC, _GSC] = sd**2, (2 * sd * ratio) ** 2, sd**2
+        self.P[_GP, _GSC] = self.P[_GSC, _GP] = 0.9 * sd * sd
         self._clip()
+
+    def _measurement_row(self) -> np.ndarray:
+        """H: CGM (mg/dL) = G_SC / Vg + e_cgm."""
+        h = np.zeros(_N)
+        h[_GSC] = 1.0 / self.vg
+        h[_E] = 1.0
+        return h
 
     def update(self, time: datetime, glucose_mg_dl: float | None) -> UpdateOutcome:
         """Predict to ``time`` and, with a reading, correct the twin; never raises on bad data."""
@@ -306,39 +333,42 @@ class TwinEstimator:
             self.readings_accepted = 1
             return UpdateOutcome(time, glucose_mg_dl, True, "first reading: twin initialized at it")
         s = self.settings
-        r = (s.cgm_noise_sd_mg_dl * self.vg) ** 2
-        innovation = glucose_mg_dl * self.vg - self.z[_GSC]
-        var = self.P[_GSC, _GSC] + r
+        r = s.cgm_noise_sd_mg_dl**2
+        h = self._measurement_row()
+        innovation = float(glucose_mg_dl - h @ self.z)
+        ph = self.P @ h
+        var = float(h @ ph + r)
         distance = abs(innovation) / math.sqrt(var)
         reason = "accepted"
         if distance > s.gate_sigma:
             if self.rejections_in_row < s.max_consecutive_rejections:
                 self.rejections_in_row += 1
                 return UpdateOutcome(time, glucose_mg_dl, False,
-                                     f"outlier: innovation {innovation / self.vg:+.0f} mg/dL is {distance:.1f} sigma",
-                                     innovation / self.vg, distance)
+                                     f"outlier: innovation {innovation:+.0f} mg/dL is {distance:.1f} sigma",
+                                     innovation, distance)
             # persistent disagreement: the glucose really moved; trust the sensor again
-            self.P[[_GP, _GT, _GSC], [_GP, _GT, _GSC]] += innovation**2
-            var = self.P[_GSC, _GSC] + r
+            for i in (_GP, _GT, _GSC):
+                self.P[i, i] += (innovation * self.vg) ** 2
+            ph = self.P @ h
+            var = float(h @ ph + r)
             reason = f"accepted after {self.rejections_in_row} rejections; covariance inflated"
         self.rejections_in_row = 0
-        gain = self.P[:, _GSC] / var
+        gain = ph / var
         self.z = self.z + gain * innovation
-        joseph = np.eye(_N)
-        joseph[:, _GSC] -= gain
+        joseph = np.eye(_N) - np.outer(gain, h)
         self.P = joseph @ self.P @ joseph.T + r * np.outer(gain, gain)
         self.P = 0.5 * (self.P + self.P.T)
         self.readings_accepted += 1
         self._clip()
-        return UpdateOutcome(time, glucose_mg_dl, True, reason, innovation / self.vg, distance)
+        return UpdateOutcome(time, glucose_mg_dl, True, reason, innovation, distance)
 
     # --- forecasts ------------------------------------------------------------------------
     def forecast(self, horizon_min: float = 180.0, step_min: float = 5.0,
                  basal_u_per_h: float | None = None, band_z: float = 1.96) -> Forecast:
         """Forecast glucose to ``horizon_min`` holding ``basal_u_per_h`` (default: the current rate).
 
-        The band is ``band_z`` standard deviations of the cubature spread, the
-        CGM noise, and an error growing linearly with the horizon
+        The band is ``band_z`` standard deviations of the cubature spread (which
+        includes the uncertainty of glucose now) and an error growing linearly with the horizon
         (``band_growth_mg_dl_per_min``: what the disturbance can do that the
         current estimate does not show).
         """
@@ -375,7 +405,7 @@ class TwinEstimator:
         baseline, with_insulin, with_carbs, full = g[0], g[1], g[2], g[3]
         spread = g[4:]
         h = np.arange(steps + 1) * step_min
-        var = spread.var(axis=0) + s.cgm_noise_sd_mg_dl**2 + (s.band_growth_mg_dl_per_min * h) ** 2
+        var = spread.var(axis=0) + (s.band_growth_mg_dl_per_min * h) ** 2
         half = band_z * np.sqrt(var)
         return Forecast(
             issued_at=self.time,
@@ -399,4 +429,5 @@ class TwinEstimator:
             "basal_u_per_h": self.basal_u_per_h,
             "glucose_mg_dl": self.glucose_mg_dl,
             "sensitivity_factor": self.sensitivity_factor,
+            "cgm_error_mg_dl": float(self.z[_E]),
         }
