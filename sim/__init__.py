@@ -14,6 +14,7 @@ _LAZY = {
     "run_trial": "sim.trial",
     "TrialProtocol": "sim.protocol",
     "PolicyController": "sim.adapter",
+    "SimglucoseController": "sim.controllers",
     "glucose_metrics": "sim.metrics",
     "clinical_profile": "sim.cohort",
     "PATIENTS": "sim.cohort",

@@ -30,7 +30,15 @@ def basal_only(patient_name: str, arm: str) -> Controller:
     return PolicyController(BasalOnly(clinical_profile(patient_name)), meal_announcement=arm == "hcl")
 
 
+def twin_mpc(patient_name: str, arm: str) -> Controller:
+    """glucotwin: twin estimator + MPC + safety supervisor, personalized from the clinical profile."""
+    from sim.controllers import mpc_controller
+
+    return mpc_controller(patient_name, arm)
+
+
 CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
+    "mpc": (twin_mpc, "glucotwin: twin estimator + zone MPC + independent safety supervisor"),
     "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
     "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
 }

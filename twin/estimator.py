@@ -87,9 +87,9 @@ class EstimatorSettings:
     disturbance_tau_min: float = 60.0
     bias_rw_sd: float = 0.01
     disturbance_limit: float = 15.0
-    log_sensitivity_rw_sd: float = 0.004
+    log_sensitivity_rw_sd: float = 0.001
     log_sensitivity_prior_sd: float = 0.3
-    log_sensitivity_limit: float = 1.2
+    log_sensitivity_limit: float = 0.7
     gate_sigma: float = 4.5
     max_consecutive_rejections: int = 2
     max_step_min: float = 5.0
@@ -418,6 +418,24 @@ class TwinEstimator:
             carb_effect_mg_dl=with_carbs - with_insulin,
             disturbance_effect_mg_dl=full - with_carbs,
         )
+
+    def plan_glucose(self, insulin_u_per_min: np.ndarray, step_min: float) -> np.ndarray:
+        """Glucose (M, T+1) from the current mean state under M insulin plans (M, T) U/min.
+
+        Announced carbohydrates and the disturbance estimate are included, as in
+        the forecast's ``glucose_mg_dl``; this is what a controller compares plans with.
+        """
+        plans = np.atleast_2d(np.asarray(insulin_u_per_min, dtype=float))
+        m, steps = plans.shape
+        x = np.repeat(self.x[None, :], m, axis=0)
+        zs = np.repeat(self.z[None, :], m, axis=0)
+        carbs = np.zeros((m, steps))
+        carbs[:, 0] = self._pending_carbs_g
+        decay = np.exp(-step_min * (np.arange(steps) + 0.5) / self.settings.disturbance_tau_min)
+        traj = simulate(sensitivity_params(self.twin.params, zs[:, _LS]), x, carbs, plans,
+                        meal=self.meal.take(np.zeros(m, dtype=int)), dt_min=step_min,
+                        disturbance_mg_per_kg_per_min=zs[:, _D:_D + 1] * decay[None, :] + zs[:, _B:_B + 1])
+        return traj.glucose_mg_dl
 
     def snapshot(self) -> dict[str, Any]:
         """Serializable estimator state (for journals and decision records)."""

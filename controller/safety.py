@@ -1,0 +1,257 @@
+"""The safety supervisor: bounds every proposed dose, independently of the MPC.
+
+It sees the proposal, the CGM history, the insulin it has let through (its
+own insulin-on-board account, :mod:`controller.insulin_math`) and the
+clinical limits; it never sees the twin. Each rule that changes the proposal
+adds a :class:`Adjustment` with the reason, so every delivered dose says why
+it is what it is. Rules, in order (DESIGN.md safety invariants):
+
+1. stale, implausible or jumping CGM -> programmed basal, no bolus;
+2. glucose low, or forecast low by the supervisor's own trend -> suspend;
+3. glucose below the correction threshold -> nothing above the scheduled basal;
+4. max basal rate (min(configured, 4 x scheduled)), max bolus per cycle,
+   max insulin on board (net of the scheduled basal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.insulin_math import Delivery, insulin_on_board_u
+from controller.policy import Dose
+from twin.profile import PatientProfile
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Clinical limits; defaults are conservative and derived from the profile when not given.
+
+    Attributes
+    ----------
+    max_basal_u_per_h: configured maximum temporary basal; the effective maximum is
+        ``min(max_basal_u_per_h, max_basal_multiple * scheduled basal)``.
+    max_basal_multiple: multiple of the scheduled basal never exceeded (4).
+    max_bolus_u: largest bolus in one cycle.
+    max_iob_u: largest insulin on board above the scheduled basal for corrections.
+        While announced carbohydrates are absorbed, the limit is the larger of this
+        and ``meal_insulin_fraction`` x their bolus-calculator insulin
+        (carbs on board / carb ratio); the two do not add up.
+    meal_insulin_fraction: share of the bolus-calculator insulin allowed for announced carbs.
+    carb_absorption_min: announced carbohydrates count as on board for this long
+        (linearly decreasing).
+    low_mg_dl: glucose at or below which insulin is suspended.
+    suspend_forecast_mg_dl: suspend if the supervisor's own 30-minute forecast is below this.
+    correction_threshold_mg_dl: below this, no insulin above the scheduled basal.
+    stale_after_min: CGM older than this stops automatic dosing.
+    sensor_min_mg_dl, sensor_max_mg_dl: a reading at or beyond these is implausible (sensor limits).
+    max_rate_mg_dl_per_min: a jump faster than this between readings is implausible.
+    """
+
+    max_basal_u_per_h: float
+    max_bolus_u: float
+    max_iob_u: float
+    max_basal_multiple: float = 4.0
+    carb_absorption_min: float = 180.0
+    meal_insulin_fraction: float = 0.6
+    low_mg_dl: float = 70.0
+    suspend_forecast_mg_dl: float = 80.0
+    correction_threshold_mg_dl: float = 90.0
+    stale_after_min: float = 15.0
+    sensor_min_mg_dl: float = 39.0
+    sensor_max_mg_dl: float = 600.0
+    max_rate_mg_dl_per_min: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if not self.low_mg_dl < self.correction_threshold_mg_dl:
+            raise ValueError("low_mg_dl must be below correction_threshold_mg_dl")
+        if not self.sensor_min_mg_dl < self.sensor_max_mg_dl:
+            raise ValueError("sensor_min_mg_dl must be below sensor_max_mg_dl")
+
+    @classmethod
+    def for_profile(cls, profile: PatientProfile, **overrides: Any) -> "SafetyLimits":
+        """Defaults from the profile: max basal 4 x the largest scheduled rate,
+        max bolus 25 % and max correction IOB 12 % of the total daily insulin."""
+        largest = max(s.rate_u_per_h for s in profile.basal_schedule)
+        values = dict(
+            max_basal_u_per_h=4.0 * largest,
+            max_bolus_u=0.25 * profile.total_daily_insulin_u,
+            max_iob_u=0.12 * profile.total_daily_insulin_u,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One change the supervisor made, and why."""
+
+    rule: str
+    detail: str
+    basal_before_u_per_h: float
+    basal_after_u_per_h: float
+    bolus_before_u: float
+    bolus_after_u: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class SafeDose:
+    """The dose the supervisor lets through, with every adjustment it made."""
+
+    dose: Dose
+    adjustments: tuple[Adjustment, ...]
+    iob_u: float
+    automatic: bool  # False when automatic dosing stopped (fallback to programmed basal)
+    notes: tuple[str, ...] = ()  # rules that held without changing the proposal
+
+    @property
+    def reason(self) -> str:
+        if not self.adjustments:
+            if self.notes:
+                return f"{self.dose.reason}; supervisor: " + "; ".join(self.notes)
+            return self.dose.reason
+        return "; ".join(f"{a.rule}: {a.detail}" for a in self.adjustments)
+
+
+class SafetySupervisor:
+    """Bounds proposals (see the module docstring). Feed it every reading and every delivery."""
+
+    def __init__(self, profile: PatientProfile, limits: SafetyLimits | None = None) -> None:
+        self.profile = profile
+        self.limits = limits or SafetyLimits.for_profile(profile)
+        self.readings: deque[tuple[datetime, float]] = deque(maxlen=12)
+        self.deliveries: deque[Delivery] = deque()
+        self.announced: deque[tuple[datetime, float]] = deque()
+
+    # --- inputs ---------------------------------------------------------------------
+    def observe(self, time: datetime, glucose_mg_dl: float | None) -> None:
+        if glucose_mg_dl is None or not math.isfinite(glucose_mg_dl):
+            return
+        if self.readings and time <= self.readings[-1][0]:
+            return  # duplicate or out of order: keep the newest
+        self.readings.append((time, float(glucose_mg_dl)))
+
+    def announce_carbs(self, time: datetime, carbs_g: float) -> None:
+        """Carbohydrates announced by the person (HCL); they raise the IOB limit while absorbed."""
+        if carbs_g > 0 and math.isfinite(carbs_g):
+            self.announced.append((time, float(carbs_g)))
+
+    def carbs_on_board_g(self, now: datetime) -> float:
+        span = self.limits.carb_absorption_min
+        while self.announced and (now - self.announced[0][0]).total_seconds() / 60.0 >= span:
+            self.announced.popleft()
+        return sum(g * max(0.0, 1.0 - (now - t).total_seconds() / 60.0 / span) for t, g in self.announced if t <= now)
+
+    def delivered(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
+        """Record insulin given (net of the scheduled basal counts toward IOB)."""
+        scheduled = self.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        net = (basal_u_per_h - scheduled) * minutes / 60.0 + bolus_u
+        if net:
+            self.deliveries.append(Delivery(time, net))
+        while self.deliveries and (time - self.deliveries[0].time) > timedelta(hours=8):
+            self.deliveries.popleft()
+
+    def iob_u(self, now: datetime) -> float:
+        """Net insulin on board above the scheduled basal (may be negative after a suspension)."""
+        return insulin_on_board_u(self.deliveries, now)
+
+    # --- the rules ------------------------------------------------------------------
+    def _cgm_problem(self, now: datetime) -> str | None:
+        lim = self.limits
+        if not self.readings:
+            return "no CGM reading yet"
+        t, g = self.readings[-1]
+        age = (now - t).total_seconds() / 60.0
+        if age > lim.stale_after_min:
+            return f"CGM stale: last reading {age:.0f} min old (limit {lim.stale_after_min:g})"
+        if g >= lim.sensor_max_mg_dl:
+            return f"CGM {g:.0f} mg/dL at the sensor's upper limit ({lim.sensor_max_mg_dl:g})"
+        if len(self.readings) >= 2:
+            t0, g0 = self.readings[-2]
+            minutes = (t - t0).total_seconds() / 60.0
+            if minutes > 0 and abs(g - g0) / minutes > lim.max_rate_mg_dl_per_min:
+                return (f"CGM jump {g0:.0f} -> {g:.0f} mg/dL in {minutes:.0f} min "
+                        f"(> {lim.max_rate_mg_dl_per_min:g} mg/dL/min)")
+        return None
+
+    def trend_mg_dl_per_min(self) -> float:
+        """Least-squares slope over readings of the last 20 minutes (0 with fewer than 3)."""
+        if len(self.readings) < 3:
+            return 0.0
+        t_end = self.readings[-1][0]
+        pts = [((t - t_end).total_seconds() / 60.0, g) for t, g in self.readings if (t_end - t) <= timedelta(minutes=20)]
+        if len(pts) < 3:
+            return 0.0
+        n = len(pts)
+        mt = sum(p[0] for p in pts) / n
+        mg = sum(p[1] for p in pts) / n
+        var = sum((p[0] - mt) ** 2 for p in pts)
+        return sum((p[0] - mt) * (p[1] - mg) for p in pts) / var if var > 0 else 0.0
+
+    def bound(self, proposal: Dose, now: datetime, cycle_min: float) -> SafeDose:
+        """The safe version of ``proposal`` for the cycle starting ``now``."""
+        lim = self.limits
+        scheduled = self.profile.basal_u_per_h_at(now.hour * 60 + now.minute)
+        basal, bolus = proposal.basal_u_per_h, proposal.bolus_u
+        adjustments: list[Adjustment] = []
+        notes: list[str] = []
+
+        def change(rule: str, detail: str, new_basal: float, new_bolus: float) -> None:
+            nonlocal basal, bolus
+            if new_basal != basal or new_bolus != bolus:
+                adjustments.append(Adjustment(rule, detail, basal, new_basal, bolus, new_bolus))
+                basal, bolus = new_basal, new_bolus
+            else:
+                notes.append(f"{rule} ({detail}) already met")
+
+        iob = self.iob_u(now)
+        problem = self._cgm_problem(now)
+        if problem is not None:
+            change("cgm_fallback", problem + "; programmed basal", scheduled, 0.0)
+            if not adjustments:  # proposal already equal to the fallback: still say why
+                adjustments.append(Adjustment("cgm_fallback", problem + "; programmed basal", basal, basal, bolus, bolus))
+            return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, False)
+
+        glucose = self.readings[-1][1]
+        forecast_30 = glucose + 30.0 * self.trend_mg_dl_per_min()
+        if glucose <= lim.sensor_min_mg_dl:
+            change("low_suspend", f"CGM {glucose:.0f} mg/dL at the sensor's lower limit", 0.0, 0.0)
+        elif glucose <= lim.low_mg_dl:
+            change("low_suspend", f"glucose {glucose:.0f} mg/dL <= {lim.low_mg_dl:g}", 0.0, 0.0)
+        elif forecast_30 < lim.suspend_forecast_mg_dl:
+            change("predicted_low_suspend",
+                   f"30-min trend forecast {forecast_30:.0f} mg/dL < {lim.suspend_forecast_mg_dl:g}", 0.0, 0.0)
+        elif glucose < lim.correction_threshold_mg_dl:
+            if basal > scheduled or bolus > 0:
+                change("below_correction_threshold",
+                       f"glucose {glucose:.0f} mg/dL < {lim.correction_threshold_mg_dl:g}: at most scheduled basal",
+                       min(basal, scheduled), 0.0)
+
+        max_basal = min(lim.max_basal_u_per_h, lim.max_basal_multiple * scheduled)
+        if basal > max_basal:
+            change("max_basal", f"{basal:.2f} U/h above the maximum {max_basal:.2f} U/h", max_basal, bolus)
+        if bolus > lim.max_bolus_u:
+            change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
+        # insulin on board above scheduled basal after this cycle must stay within the IOB limit
+        meal_insulin = lim.meal_insulin_fraction * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
+        limit = max(lim.max_iob_u, meal_insulin)
+        added = bolus + max(basal - scheduled, 0.0) * cycle_min / 60.0
+        room = max(limit - iob, 0.0)
+        if added > room + 1e-12:
+            new_bolus = min(bolus, room)
+            extra_rate = max(room - new_bolus, 0.0) * 60.0 / cycle_min
+            new_basal = min(basal, scheduled + extra_rate)
+            change("max_iob", f"IOB {iob:.2f} U + {added:.2f} U would exceed {limit:.2f} U "
+                   f"(max of {lim.max_iob_u:.2f} U and {meal_insulin:.2f} U for announced carbs on board)",
+                   new_basal, new_bolus)
+        return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, True,
+                        tuple(notes))

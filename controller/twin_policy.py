@@ -1,0 +1,105 @@
+"""One control cycle: estimator update, MPC proposal, safety bound, and the reason.
+
+``TwinMPCPolicy`` implements :class:`controller.policy.Policy`. Per cycle:
+
+1. announced carbohydrates go into the twin; the CGM reading updates the
+   estimator (gated; a rejection is recorded) and the supervisor's history;
+2. the MPC proposes a temporary basal for the cycle and a bolus;
+3. the supervisor bounds the proposal and says why it changed it;
+4. the dose given is fed back to the twin and to the supervisor's IOB.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.mpc import MPCSettings, ZoneMPC
+from controller.policy import ControlInput, Dose
+from controller.safety import SafetyLimits, SafetySupervisor
+from twin.estimator import EstimatorSettings, TwinEstimator
+from twin.personalize import Twin
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    mpc: MPCSettings = field(default_factory=MPCSettings)
+
+
+class TwinMPCPolicy:
+    """The glucotwin controller for one person."""
+
+    def __init__(self, twin: Twin, settings: ControlSettings | None = None, limits: SafetyLimits | None = None) -> None:
+        self.twin = twin
+        self.profile = twin.profile
+        self.settings = settings or ControlSettings()
+        self.limits = limits or SafetyLimits.for_profile(self.profile)
+        self.mpc = ZoneMPC(self.profile.target_mg_dl, self.settings.mpc)
+        self.reset()
+
+    def reset(self) -> None:
+        self.estimator: TwinEstimator | None = None
+        self.supervisor = SafetySupervisor(self.profile, self.limits)
+        self.last_cycle_ms = float("nan")
+
+    def decide(self, inp: ControlInput) -> Dose:
+        tic = time.perf_counter()
+        if self.estimator is None:
+            self.estimator = TwinEstimator(self.twin, inp.time, self.settings.estimator)
+        est = self.estimator
+        minute = inp.time.hour * 60 + inp.time.minute
+        scheduled = self.profile.basal_u_per_h_at(minute)
+        if inp.announced_carbs_g > 0:
+            est.add_carbs(inp.announced_carbs_g)
+            self.supervisor.announce_carbs(inp.time, inp.announced_carbs_g)
+        outcome = est.update(inp.time, inp.cgm_mg_dl)
+        self.supervisor.observe(inp.time, inp.cgm_mg_dl)  # the supervisor judges every reading itself
+
+        max_basal = min(self.limits.max_basal_u_per_h, self.limits.max_basal_multiple * scheduled)
+        if est.readings_accepted == 0:
+            proposal = Dose(scheduled, 0.0, "no accepted CGM reading yet: scheduled basal")
+            mpc_status, plan = "not run", ()
+        else:
+            result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u)
+            mpc_status, plan = result.status, result.plan_u_per_h
+            proposal = Dose(result.basal_u_per_h, result.bolus_u, _explain(result, scheduled))
+        safe = self.supervisor.bound(proposal, inp.time, inp.cycle_min)
+        dose = safe.dose
+        est.set_basal(dose.basal_u_per_h)
+        if dose.bolus_u > 0:
+            est.add_bolus(dose.bolus_u)
+        self.supervisor.delivered(inp.time, dose.basal_u_per_h, inp.cycle_min, dose.bolus_u)
+        self.last_cycle_ms = (time.perf_counter() - tic) * 1000.0
+        diagnostics: dict[str, Any] = {
+            "twin_glucose_mg_dl": est.glucose_mg_dl,
+            "disturbance_mg_per_kg_min": est.disturbance_mg_per_kg_min,
+            "sensitivity_factor": est.sensitivity_factor,
+            "reading": outcome.reason if not outcome.accepted else "accepted",
+            "mpc_status": mpc_status,
+            "proposed_basal_u_per_h": proposal.basal_u_per_h,
+            "proposed_bolus_u": proposal.bolus_u,
+            "iob_u": safe.iob_u,
+            "safety": "; ".join(a.rule for a in safe.adjustments),
+            "cycle_ms": self.last_cycle_ms,
+        }
+        return Dose(dose.basal_u_per_h, dose.bolus_u, safe.reason, diagnostics=diagnostics)
+
+
+def _explain(result: Any, scheduled: float) -> str:
+    if result.status.startswith("fallback"):
+        return result.status
+    pred = result.predicted_mg_dl
+    nominal = result.nominal_mg_dl
+    peak_nominal, low_nominal = float(nominal.max()), float(nominal.min())
+    if result.bolus_u > 0:
+        what = f"bolus {result.bolus_u:.2f} U + {result.basal_u_per_h:.2f} U/h"
+    elif result.basal_u_per_h > scheduled * 1.05:
+        what = f"temp basal up {result.basal_u_per_h:.2f} U/h"
+    elif result.basal_u_per_h < scheduled * 0.95:
+        what = f"temp basal down {result.basal_u_per_h:.2f} U/h"
+    else:
+        what = f"scheduled basal {result.basal_u_per_h:.2f} U/h"
+    return (f"MPC: {what}; on scheduled basal the twin forecasts {low_nominal:.0f}-{peak_nominal:.0f} mg/dL "
+            f"over {len(nominal) - 1} steps, with this plan {float(pred.min()):.0f}-{float(pred.max()):.0f}")

@@ -1,0 +1,139 @@
+"""Safety invariants of DESIGN.md as properties over random states, histories and proposals."""
+
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from controller.insulin_math import Delivery, fraction_remaining, insulin_on_board_u
+from controller.policy import Dose
+from controller.safety import SafetyLimits, SafetySupervisor
+from twin.profile import BasalSegment, PatientProfile
+
+NOW = datetime(2025, 3, 1, 12, 0)
+
+
+@st.composite
+def profiles(draw):
+    rates = draw(st.lists(st.floats(0.05, 3.0), min_size=1, max_size=4))
+    starts = sorted(draw(st.lists(st.integers(1, 1439), min_size=len(rates) - 1, max_size=len(rates) - 1, unique=True)))
+    schedule = tuple(BasalSegment(s, r) for s, r in zip([0] + starts, rates))
+    return PatientProfile(
+        name="p", weight_kg=draw(st.floats(15, 150)), total_daily_insulin_u=draw(st.floats(8, 120)),
+        carb_ratio_g_per_u=draw(st.floats(3, 40)), correction_factor_mg_dl_per_u=draw(st.floats(5, 120)),
+        age_years=draw(st.floats(3, 90)), basal_schedule=schedule,
+    )
+
+
+@st.composite
+def situations(draw):
+    profile = draw(profiles())
+    sup = SafetySupervisor(profile)
+    # readings: minutes before now (strictly decreasing ages), values anywhere the sensor could report
+    n = draw(st.integers(0, 8))
+    ages = sorted(draw(st.lists(st.floats(0, 40), min_size=n, max_size=n, unique=True)), reverse=True)
+    for age in ages:
+        sup.observe(NOW - timedelta(minutes=age), draw(st.floats(20, 650)))
+    for _ in range(draw(st.integers(0, 6))):
+        minutes_ago = draw(st.floats(1, 400))
+        t = NOW - timedelta(minutes=minutes_ago)
+        sup.delivered(t, draw(st.floats(0, 10)), draw(st.sampled_from([3.0, 5.0])), draw(st.floats(0, 8)))
+    if draw(st.booleans()):
+        sup.announce_carbs(NOW - timedelta(minutes=draw(st.floats(0, 200))), draw(st.floats(0, 120)))
+    proposal = Dose(draw(st.floats(0, 60)), draw(st.floats(0, 40)), "proposal")
+    cycle = draw(st.sampled_from([1.0, 3.0, 5.0]))
+    return profile, sup, proposal, cycle
+
+
+def _scheduled(profile):
+    return profile.basal_u_per_h_at(NOW.hour * 60 + NOW.minute)
+
+
+@given(situations())
+@settings(max_examples=400)
+def test_never_above_max_basal_max_bolus_or_max_iob(case):
+    profile, sup, proposal, cycle = case
+    safe = sup.bound(proposal, NOW, cycle)
+    lim = sup.limits
+    scheduled = _scheduled(profile)
+    assert safe.dose.basal_u_per_h <= min(lim.max_basal_u_per_h, lim.max_basal_multiple * scheduled) + 1e-9 \
+        or not safe.automatic
+    assert safe.dose.bolus_u <= lim.max_bolus_u + 1e-9
+    if safe.automatic:
+        limit = max(lim.max_iob_u, lim.meal_insulin_fraction * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
+        added = safe.dose.bolus_u + max(safe.dose.basal_u_per_h - scheduled, 0.0) * cycle / 60
+        assert added <= max(limit - safe.iob_u, 0.0) + 1e-9
+
+
+@given(situations())
+@settings(max_examples=400)
+def test_low_or_forecast_low_means_zero_and_below_threshold_means_no_more_than_scheduled(case):
+    profile, sup, proposal, cycle = case
+    safe = sup.bound(proposal, NOW, cycle)
+    if not safe.automatic or not sup.readings:
+        return
+    glucose = sup.readings[-1][1]
+    lim = sup.limits
+    if glucose <= lim.low_mg_dl or glucose + 30 * sup.trend_mg_dl_per_min() < lim.suspend_forecast_mg_dl:
+        assert safe.dose.basal_u_per_h == 0.0 and safe.dose.bolus_u == 0.0
+        assert any(a.rule.endswith("suspend") for a in safe.adjustments) or (
+            proposal.basal_u_per_h == 0 and proposal.bolus_u == 0)
+    elif glucose < lim.correction_threshold_mg_dl:
+        assert safe.dose.basal_u_per_h <= _scheduled(profile) + 1e-12 and safe.dose.bolus_u == 0.0
+
+
+@given(situations())
+@settings(max_examples=400)
+def test_stale_or_implausible_cgm_falls_back_to_programmed_basal_with_a_reason(case):
+    profile, sup, proposal, cycle = case
+    safe = sup.bound(proposal, NOW, cycle)
+    lim = sup.limits
+    stale = not sup.readings or (NOW - sup.readings[-1][0]) > timedelta(minutes=lim.stale_after_min)
+    if stale or (sup.readings and sup.readings[-1][1] >= lim.sensor_max_mg_dl):
+        assert not safe.automatic
+        assert safe.dose.basal_u_per_h == _scheduled(profile) and safe.dose.bolus_u == 0.0
+        assert safe.adjustments and safe.adjustments[0].rule == "cgm_fallback"
+
+
+@given(situations())
+@settings(max_examples=300)
+def test_every_change_has_a_reason(case):
+    profile, sup, proposal, cycle = case
+    safe = sup.bound(proposal, NOW, cycle)
+    changed = (safe.dose.basal_u_per_h, safe.dose.bolus_u) != (proposal.basal_u_per_h, proposal.bolus_u)
+    if changed:
+        assert safe.adjustments and all(a.detail for a in safe.adjustments)
+        assert safe.reason and safe.reason != proposal.reason
+    for a in safe.adjustments:
+        assert a.basal_after_u_per_h >= 0 and a.bolus_after_u >= 0
+
+
+@given(st.floats(0, 400), st.floats(0, 400))
+def test_insulin_on_board_decays_monotonically(t1, t2):
+    early, late = sorted((t1, t2))
+    assert 0.0 <= fraction_remaining(late) <= fraction_remaining(early) <= 1.0
+
+
+def test_iob_by_hand():
+    assert fraction_remaining(0) == 1.0 and fraction_remaining(360) == 0.0
+    assert 0.4 < fraction_remaining(120) < 0.8
+    deliveries = [Delivery(NOW - timedelta(minutes=60), 2.0), Delivery(NOW + timedelta(minutes=5), 9.0)]
+    assert insulin_on_board_u(deliveries, NOW) == pytest.approx(2.0 * fraction_remaining(60))
+
+
+def test_sensor_low_limit_suspends_rather_than_basal():
+    profile = PatientProfile("p", 70, 40, 10, 40, 30, (BasalSegment(0, 1.0),))
+    sup = SafetySupervisor(profile)
+    sup.observe(NOW - timedelta(minutes=5), 60.0)
+    sup.observe(NOW, 39.0)
+    safe = sup.bound(Dose(2.0, 1.0, "x"), NOW, 5.0)
+    assert safe.dose.basal_u_per_h == 0.0 and safe.dose.bolus_u == 0.0
+    assert safe.adjustments[0].rule == "low_suspend"
+
+
+def test_limits_validation():
+    with pytest.raises(ValueError):
+        SafetyLimits(max_basal_u_per_h=-1, max_bolus_u=1, max_iob_u=1)
+    with pytest.raises(ValueError):
+        SafetyLimits(max_basal_u_per_h=1, max_bolus_u=1, max_iob_u=1, low_mg_dl=100, correction_threshold_mg_dl=90)
