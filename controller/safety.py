@@ -77,12 +77,12 @@ class SafetyLimits:
     @classmethod
     def for_profile(cls, profile: PatientProfile, **overrides: Any) -> "SafetyLimits":
         """Defaults from the profile: max basal 4 x the largest scheduled rate,
-        max bolus 25 % and max correction IOB 12 % of the total daily insulin."""
+        max bolus 25 % and max correction IOB 8 % of the total daily insulin."""
         largest = max(s.rate_u_per_h for s in profile.basal_schedule)
         values = dict(
             max_basal_u_per_h=4.0 * largest,
             max_bolus_u=0.25 * profile.total_daily_insulin_u,
-            max_iob_u=0.12 * profile.total_daily_insulin_u,
+            max_iob_u=0.08 * profile.total_daily_insulin_u,
         )
         values.update(overrides)
         return cls(**values)

@@ -31,8 +31,11 @@ class ControlSettings:
 class TwinMPCPolicy:
     """The glucotwin controller for one person."""
 
-    def __init__(self, twin: Twin, settings: ControlSettings | None = None, limits: SafetyLimits | None = None) -> None:
+    def __init__(self, twin: Twin, settings: ControlSettings | None = None, limits: SafetyLimits | None = None,
+                 record_decisions: bool = False) -> None:
         self.twin = twin
+        self.record_decisions = record_decisions
+        self.last_record: dict[str, Any] | None = None
         self.profile = twin.profile
         self.settings = settings or ControlSettings()
         self.limits = limits or SafetyLimits.for_profile(self.profile)
@@ -45,6 +48,19 @@ class TwinMPCPolicy:
         self.last_cycle_ms = float("nan")
 
     def decide(self, inp: ControlInput) -> Dose:
+        if not self.record_decisions:
+            return self._decide(inp)
+        from controller.decision_record import build_record, estimator_state, supervisor_state
+
+        before = (estimator_state(self.estimator), supervisor_state(self.supervisor))
+        dose = self._decide(inp)
+        self.last_record = build_record(self, inp, before[0], before[1], dose)
+        if self.estimator is not None and self.estimator.readings_accepted:
+            # the forecast after the dose, split into its causes (explains the decision)
+            self.last_record["output"]["forecast"] = self.estimator.forecast(180.0).to_dict()
+        return dose
+
+    def _decide(self, inp: ControlInput) -> Dose:
         tic = time.perf_counter()
         if self.estimator is None:
             self.estimator = TwinEstimator(self.twin, inp.time, self.settings.estimator)

@@ -43,7 +43,7 @@ CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
 }
 
-DEFAULT_CONTROLLER = "bb"
+DEFAULT_CONTROLLER = "mpc"
 
 
 def controller_factory(name: str) -> ControllerFactory:

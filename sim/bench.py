@@ -65,7 +65,26 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
         "forecast_per_patient": fc["patients"],
         "forecast_s": round(time.perf_counter() - tic, 1),
     })
+    tic = time.perf_counter()
+    out.update(cycle_timing(["adolescent#001", "adult#001", "child#001"], days=0.25 if quick else 1.0))
+    out["cycle_timing_s"] = round(time.perf_counter() - tic, 1)
     return out
+
+
+def cycle_timing(patients: list[str], days: float) -> dict[str, Any]:
+    """Control-cycle compute time (estimator update + MPC + supervisor), timed inside closed-loop
+    HCL runs in one worker process (so the other core stays free for the machine)."""
+    import numpy as np
+
+    from sim.protocol import TrialProtocol
+    from sim.runner import run_patients
+
+    runs = run_patients(patients, "mpc", TrialProtocol(arm="hcl", days=days), workers=1, progress=False)
+    ms = np.concatenate([
+        np.array([v for v in run.trace.diagnostics["cycle_ms"] if v is not None], dtype=float) for run in runs
+    ])
+    return {"cycle_ms_p50": float(np.percentile(ms, 50)), "cycle_ms_p99": float(np.percentile(ms, 99)),
+            "cycle_count": int(ms.size)}
 
 
 GOALS = {
@@ -73,6 +92,8 @@ GOALS = {
     "twin_speedup": (">=", 500.0),
     "forecast_rmse_30_mg_dl": ("<=", 12.0),
     "forecast_rmse_60_mg_dl": ("<=", 25.0),
+    "cycle_ms_p50": ("<=", 5.0),
+    "cycle_ms_p99": ("<=", 20.0),
 }
 
 

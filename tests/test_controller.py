@@ -131,3 +131,21 @@ def test_layering_imports_point_down():
                     top = name.split(".")[0]
                     assert top not in project or top in ok, f"{path.name} imports {name}"
                     assert top not in {"simglucose", "pandas", "matplotlib"}, f"{path.name} imports {name}"
+
+
+def test_decision_record_round_trips_json_to_the_same_decision(twin):
+    import json
+
+    from controller.decision_record import replay
+
+    policy = TwinMPCPolicy(twin, record_decisions=True)
+    for i, g in enumerate([150, 160, 175, 190, 210, 230, 240, 245]):
+        carbs = 45.0 if i == 3 else 0.0
+        dose = policy.decide(ControlInput(T0 + timedelta(minutes=5 * i), float(g), carbs, 5.0))
+        record = json.loads(json.dumps(policy.last_record))
+        again = replay(record)
+        assert again.basal_u_per_h == pytest.approx(dose.basal_u_per_h, abs=1e-9)
+        assert again.bolus_u == pytest.approx(dose.bolus_u, abs=1e-9)
+        assert again.reason == dose.reason
+        assert record["output"]["reason"] == dose.reason
+        assert set(record["output"]["forecast"]) >= {"insulin_effect_mg_dl", "carb_effect_mg_dl", "disturbance_effect_mg_dl"}

@@ -1,0 +1,135 @@
+"""Decision records: one control cycle as plain data, replayable to the same decision.
+
+A record holds everything the cycle used: the input (reading, announced
+carbs, clock, cycle length), the twin it ran on (profile, personalized
+parameters), the estimator's and the supervisor's state before the cycle,
+and the settings; and what it decided: the dose, the reason, the forecast
+components, the MPC's status and the compute time. :func:`replay` rebuilds
+the cycle from a record (after a JSON round trip) and decides again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from controller.insulin_math import Delivery
+from controller.mpc import MPCSettings
+from controller.policy import ControlInput, Dose
+from controller.safety import SafetyLimits, SafetySupervisor
+from twin.estimator import EstimatorSettings, TwinEstimator
+from twin.model import MealState
+from twin.model_params import ModelParams
+from twin.personalize import Twin
+from twin.profile import PatientProfile
+
+FORMAT = "glucotwin.decision/1"
+
+
+def twin_to_dict(twin: Twin) -> dict[str, Any]:
+    return {
+        "profile": twin.profile.to_dict(),
+        "params": twin.params.to_dict(),
+        "x_basal": twin.x_basal.tolist(),
+        "basal_glucose_mg_dl": twin.basal_glucose_mg_dl,
+        "sensitivity_scale": twin.sensitivity_scale,
+        "drop_mg_dl_per_u": twin.drop_mg_dl_per_u,
+        "group": twin.group,
+    }
+
+
+def twin_from_dict(data: dict[str, Any]) -> Twin:
+    return Twin(
+        profile=PatientProfile.from_dict(data["profile"]),
+        params=ModelParams(**{k: np.array(v, dtype=float) for k, v in data["params"].items()}),
+        x_basal=np.array(data["x_basal"], dtype=float),
+        basal_glucose_mg_dl=float(data["basal_glucose_mg_dl"]),
+        sensitivity_scale=float(data["sensitivity_scale"]),
+        drop_mg_dl_per_u=float(data["drop_mg_dl_per_u"]),
+        group=str(data["group"]),
+    )
+
+
+def estimator_state(est: TwinEstimator | None) -> dict[str, Any] | None:
+    if est is None:
+        return None
+    meal = est.meal
+    return {
+        "time": est.time.isoformat(),
+        "x": est.x.tolist(),
+        "z": est.z.tolist(),
+        "P": est.P.tolist(),
+        "basal_u_per_h": est.basal_u_per_h,
+        "pending_carbs_g": est._pending_carbs_g,
+        "rejections_in_row": est.rejections_in_row,
+        "readings_accepted": est.readings_accepted,
+        "meal": {k: np.asarray(getattr(meal, k)).tolist() for k in
+                 ("planned_g", "eat_rate_g_per_min", "last_qsto_mg", "last_foodtaken_g", "is_eating")},
+    }
+
+
+def restore_estimator(twin: Twin, settings: EstimatorSettings, state: dict[str, Any]) -> TwinEstimator:
+    est = TwinEstimator(twin, datetime.fromisoformat(state["time"]), settings)
+    est.x = np.array(state["x"], dtype=float)
+    est.z = np.array(state["z"], dtype=float)
+    est.P = np.array(state["P"], dtype=float)
+    est.basal_u_per_h = float(state["basal_u_per_h"])
+    est._pending_carbs_g = float(state["pending_carbs_g"])
+    est.rejections_in_row = int(state["rejections_in_row"])
+    est.readings_accepted = int(state["readings_accepted"])
+    m = state["meal"]
+    est.meal = MealState(np.array(m["planned_g"], dtype=float), np.array(m["eat_rate_g_per_min"], dtype=float),
+                         np.array(m["last_qsto_mg"], dtype=float), np.array(m["last_foodtaken_g"], dtype=float),
+                         np.array(m["is_eating"], dtype=bool))
+    return est
+
+
+def supervisor_state(sup: SafetySupervisor) -> dict[str, Any]:
+    return {
+        "readings": [[t.isoformat(), g] for t, g in sup.readings],
+        "deliveries": [[d.time.isoformat(), d.amount_u] for d in sup.deliveries],
+        "announced": [[t.isoformat(), g] for t, g in sup.announced],
+    }
+
+
+def restore_supervisor(profile: PatientProfile, limits: SafetyLimits, state: dict[str, Any]) -> SafetySupervisor:
+    sup = SafetySupervisor(profile, limits)
+    sup.readings = deque(((datetime.fromisoformat(t), float(g)) for t, g in state["readings"]), maxlen=12)
+    sup.deliveries = deque(Delivery(datetime.fromisoformat(t), float(a)) for t, a in state["deliveries"])
+    sup.announced = deque((datetime.fromisoformat(t), float(g)) for t, g in state["announced"])
+    return sup
+
+
+def build_record(policy: Any, inp: ControlInput, estimator_before: dict | None, supervisor_before: dict,
+                 dose: Dose) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "input": inp.to_dict(),
+        "twin": twin_to_dict(policy.twin),
+        "settings": {"estimator": asdict(policy.settings.estimator), "mpc": asdict(policy.settings.mpc),
+                     "limits": asdict(policy.limits)},
+        "estimator_before": estimator_before,
+        "supervisor_before": supervisor_before,
+        "output": dose.to_dict(),
+    }
+
+
+def replay(record: dict[str, Any]) -> Dose:
+    """Decide again from a record; equals ``record['output']`` for an unchanged controller."""
+    from controller.twin_policy import ControlSettings, TwinMPCPolicy
+
+    if record.get("format") != FORMAT:
+        raise ValueError(f"not a decision record of format {FORMAT}")
+    twin = twin_from_dict(record["twin"])
+    settings = ControlSettings(estimator=EstimatorSettings(**record["settings"]["estimator"]),
+                               mpc=MPCSettings(**record["settings"]["mpc"]))
+    limits = SafetyLimits(**record["settings"]["limits"])
+    policy = TwinMPCPolicy(twin, settings, limits)
+    if record["estimator_before"] is not None:
+        policy.estimator = restore_estimator(twin, settings.estimator, record["estimator_before"])
+    policy.supervisor = restore_supervisor(twin.profile, limits, record["supervisor_before"])
+    return policy.decide(ControlInput.from_dict(record["input"]))
