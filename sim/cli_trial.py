@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--controller", default=None, metavar="NAME",
-                   help="controller to run: bb (simglucose basal-bolus) or basal (programmed basal only); default bb")
+                   help="controller: mpc (glucotwin: twin + MPC + safety supervisor, the default), bb (simglucose basal-bolus) or basal (programmed basal only)")
     p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
                    help="hcl: meal information given at meal time; fcl: none (default hcl)")
     p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
