@@ -62,6 +62,36 @@ def observed_basal_controller(patient: str, arm: str):
     return PolicyController(ObservedBasal(patient), meal_announcement=arm == "hcl")
 
 
+class ObservedMPC:
+    """glucotwin's controller, with the twin's 30/60-minute forecasts recorded after each decision."""
+
+    def __init__(self, patient: str) -> None:
+        from controller.twin_policy import TwinMPCPolicy
+
+        self.inner = TwinMPCPolicy(personalize(clinical_profile(patient), population_prior(exclude=patient)))
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def decide(self, inp: ControlInput) -> Dose:
+        dose = self.inner.decide(inp)
+        est = self.inner.estimator
+        diagnostics = dict(dose.diagnostics)
+        if est is not None and est.readings_accepted:
+            forecast = est.forecast(horizon_min=max(HORIZONS_MIN), step_min=5.0)
+            diagnostics.update({f"forecast_{h}_mg_dl": forecast.at(h)[0] for h in HORIZONS_MIN})
+        else:
+            diagnostics.update({f"forecast_{h}_mg_dl": None for h in HORIZONS_MIN})
+        return Dose(dose.basal_u_per_h, dose.bolus_u, dose.reason, diagnostics=diagnostics)
+
+
+def observed_mpc_controller(patient: str, arm: str):
+    return PolicyController(ObservedMPC(patient), meal_announcement=arm == "hcl")
+
+
+CONTROLLERS = {"basal": observed_basal_controller, "mpc": observed_mpc_controller}
+
+
 SENSOR_RANGE_MG_DL = (39.0, 600.0)
 
 
@@ -88,11 +118,14 @@ def forecast_errors(run: PatientRun, horizon_min: int) -> np.ndarray:
 
 
 def forecast_accuracy(patients: list[str], days: float = 3.0, seed_offset: int = 0, workers: int | None = None,
-                      progress: bool = False) -> dict[str, Any]:
-    """RMSE (mg/dL) per horizon, per patient and pooled over all forecasts, FCL basal-only."""
+                      progress: bool = False, controller: str = "basal") -> dict[str, Any]:
+    """RMSE (mg/dL) per horizon, per patient and pooled over all forecasts, FCL arm.
+
+    ``controller``: ``basal`` (programmed basal only) or ``mpc`` (glucotwin's closed loop).
+    """
     protocol = TrialProtocol(arm="fcl", days=days, seed_offset=seed_offset)
-    runs = run_patients(patients, observed_basal_controller, protocol, workers=workers, progress=progress)
-    result: dict[str, Any] = {"protocol": protocol.to_dict(), "patients": {}, "pooled": {}}
+    runs = run_patients(patients, CONTROLLERS[controller], protocol, workers=workers, progress=progress)
+    result: dict[str, Any] = {"protocol": protocol.to_dict(), "controller": controller, "patients": {}, "pooled": {}}
     pooled: dict[int, list[np.ndarray]] = {h: [] for h in HORIZONS_MIN}
     for run in runs:
         row = {}
