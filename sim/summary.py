@@ -6,6 +6,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+
 from sim.cohort import GROUPS, group_of
 from sim.metrics import glucose_metrics, mean_metrics, safety_rank_key
 from sim.protocol import TrialProtocol
@@ -50,8 +52,8 @@ def build_summary(
             "sample_min": run.trace.sample_min,
             "bg": glucose_metrics(run.trace.bg_mg_dl),
             "cgm": glucose_metrics(run.trace.cgm_mg_dl),
-            "insulin_u_per_day": float(_nansum(run.trace.insulin_u) / protocol.days),
-            "carbs_g_per_day": float(_nansum(run.trace.carbs_g) / protocol.days),
+            "insulin_u_per_day": float(np.nansum(run.trace.insulin_u) / protocol.days),
+            "carbs_g_per_day": float(np.nansum(run.trace.carbs_g) / protocol.days),
         }
     names = [run.patient for run in runs]
     groups = {
@@ -71,12 +73,6 @@ def build_summary(
         "cohort": _aggregate(names, per_patient),
         "worst_patient": {"name": worst, "rule": WORST_RULE, "bg": per_patient[worst]["bg"]},
     }
-
-
-def _nansum(values) -> float:
-    import numpy as np
-
-    return float(np.nansum(values))
 
 
 # --- text tables --------------------------------------------------------------
