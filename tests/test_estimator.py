@@ -166,3 +166,16 @@ def test_replay_cli_compares_the_twin_with_the_baselines(tmp_path, capsys):
     twin_rows = [r for r in rows if r["method"] == "twin"]
     assert twin_rows and {r["horizon_min"] for r in twin_rows} >= {"30", "60"}
     assert all(float(r["lower_mg_dl"]) <= float(r["forecast_mg_dl"]) <= float(r["upper_mg_dl"]) for r in twin_rows)
+
+
+def test_twin_beats_persistence_and_linear_on_the_real_trace(tmp_path):
+    """Regression guard for the issue's replay goal (real iglu trace, tests/data)."""
+    from sim.cli import main
+
+    data = __import__("pathlib").Path(__file__).parent / "data" / "cgm_example_1_subject.csv"
+    out_json = tmp_path / "r.json"
+    assert main(["replay", str(data), "--json", str(out_json)]) == 0
+    scores = json.loads(out_json.read_text())["evaluation"]["scores"]
+    for h in ("30", "60"):
+        twin = scores["twin"][h]["rmse_mg_dl"]
+        assert twin < scores["persistence"][h]["rmse_mg_dl"] and twin < scores["linear"][h]["rmse_mg_dl"]
