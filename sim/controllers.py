@@ -58,10 +58,5 @@ class SimglucoseController(PolicyController):
 
 
 def mpc_controller(patient_name: str, arm: str) -> SimglucoseController:
-    """Factory for ``glucotwin trial --controller mpc``."""
-    from sim.cohort import clinical_profile
-
-    ctrl = SimglucoseController(meal_announcement=arm == "hcl")
-    ctrl._policy = ctrl._build(clinical_profile(patient_name))
-    ctrl._profile = None
-    return ctrl
+    """Factory for ``glucotwin trial --controller mpc``: personalizes itself from simglucose's patient_name."""
+    return SimglucoseController(meal_announcement=arm == "hcl")
