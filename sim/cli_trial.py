@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="patient k uses seed k + K (default 0, the public benchmark)")
     p.add_argument("--sensor", choices=("Dexcom", "GuardianRT", "Navigator"), default="Dexcom",
                    help="simglucose CGM: Dexcom 3-min samples (default), GuardianRT 5-min, Navigator 1-min")
+    p.add_argument("--carb-error", type=float, default=0.0, metavar="PCT",
+                   help="HCL: announce carbs off by PCT percent (e.g. 30 or -30); off-protocol check")
+    p.add_argument("--scale", action="append", default=[], metavar="PARAM=FACTOR",
+                   help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="parallel worker processes (default: number of cores)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -74,8 +78,17 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     if controller not in CONTROLLERS:
         raise CliError(f"unknown controller {controller!r}; available: {', '.join(sorted(CONTROLLERS))}")
     patients = _trial_patients(args)
+    scale = []
+    for item in args.scale:
+        name, _, factor = item.partition("=")
+        try:
+            scale.append((name, float(factor)))
+        except ValueError:
+            raise CliError(f"--scale expects PARAM=FACTOR, got {item!r}") from None
     try:
-        protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor)
+        protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor,
+                                 carb_announcement_factor=1.0 + args.carb_error / 100.0,
+                                 physiology_scale=tuple(scale))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     out_dir = args.out or Path("runs") / f"{controller}-{args.arm}"

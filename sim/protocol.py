@@ -13,6 +13,8 @@ ARMS = ("hcl", "fcl")
 SENSORS = ("Dexcom", "GuardianRT", "Navigator")
 PUMPS = ("Insulet", "Cozmo")
 BENCHMARK_START = datetime(2025, 1, 1, 0, 0)
+# simulator parameters an off-protocol check may perturb (insulin action, absorption, meals)
+SCALABLE_PARAMETERS = ("Vmx", "kp3", "kabs", "kmax", "kmin", "ka1", "ka2", "kd", "f", "p2u")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class TrialProtocol:
     sensor: simglucose sensor name (Dexcom: 3-min samples, GuardianRT: 5-min).
     pump: simglucose pump name.
     start: simulation start time (naive, simglucose convention).
+    carb_announcement_factor: in HCL the controller is told this many times the
+        carbohydrates actually eaten (1.3: carbs over-counted by 30 %).
+    physiology_scale: multipliers of simulator parameters, e.g.
+        ``(("Vmx", 1.4), ("kp3", 1.4))``; the controller's clinical profile is unchanged.
     """
 
     arm: str = "hcl"
@@ -37,8 +43,18 @@ class TrialProtocol:
     sensor: str = "Dexcom"
     pump: str = "Insulet"
     start: datetime = BENCHMARK_START
+    carb_announcement_factor: float = 1.0
+    physiology_scale: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.carb_announcement_factor, (int, float))
+                and math.isfinite(self.carb_announcement_factor) and 0 <= self.carb_announcement_factor <= 3):
+            raise ValueError(f"carb announcement factor must be within 0..3, got {self.carb_announcement_factor!r}")
+        for item in self.physiology_scale:
+            if not (isinstance(item, tuple) and len(item) == 2 and item[0] in SCALABLE_PARAMETERS
+                    and isinstance(item[1], (int, float)) and math.isfinite(item[1]) and 0 < item[1] <= 10):
+                raise ValueError(f"physiology scale must be (parameter, factor) with a parameter among "
+                                 f"{', '.join(SCALABLE_PARAMETERS)} and 0 < factor <= 10, got {item!r}")
         if self.arm not in ARMS:
             raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
         if not (isinstance(self.days, (int, float)) and math.isfinite(self.days) and 0 < self.days <= 366):
@@ -64,6 +80,7 @@ class TrialProtocol:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["start"] = self.start.isoformat()
+        data["physiology_scale"] = {name: factor for name, factor in self.physiology_scale}
         data["scenario"] = "simglucose RandomScenario(start_time=start, seed=k + seed_offset)"
         data["sensor_seed"] = "k + seed_offset"
         return data

@@ -56,7 +56,8 @@ def simulate_patient(
     """Run one virtual patient under ``protocol`` with a freshly built controller."""
     tic = time.perf_counter()
     seed = protocol.seed_for(patient)
-    env = make_env(patient, seed, protocol.start, protocol.sensor, protocol.pump)
+    env = make_env(patient, seed, protocol.start, protocol.sensor, protocol.pump,
+                   physiology_scale=protocol.physiology_scale)
     ctrl = _resolve(controller)(patient, protocol.arm)
     diagnostics_of = getattr(ctrl, "diagnostics", None)
 
@@ -68,6 +69,8 @@ def simulate_patient(
     while env.time < end:
         if not protocol.meal_announcement:
             info = dict(info, meal=0.0)
+        elif protocol.carb_announcement_factor != 1.0:
+            info = dict(info, meal=info.get("meal", 0.0) * protocol.carb_announcement_factor)
         action = ctrl.policy(obs, reward, done, **info)
         diag_rows.append(diagnostics_of() if diagnostics_of else {})
         obs, reward, done, info = env.step(action)

@@ -60,16 +60,25 @@ def make_env(
     sensor_name: str = "Dexcom",
     pump_name: str = "Insulet",
     fast: bool = True,
+    physiology_scale: tuple[tuple[str, float], ...] = (),
 ) -> T1DSimEnv:
     """The benchmark environment for one virtual patient.
 
     ``RandomScenario(start_time=start, seed=seed)``,
     ``CGMSensor.withName(sensor_name, seed=seed)``,
     ``InsulinPump.withName(pump_name)``. With ``fast=False`` the stock
-    ``T1DPatient`` is used (for cross-checks).
+    ``T1DPatient`` is used (for cross-checks). ``physiology_scale`` multiplies
+    simulator parameters (e.g. ``(("Vmx", 1.4), ("kp3", 1.4))``: a patient more
+    sensitive to insulin than the clinical profile says); the controller is not told.
     """
     patient_cls = FastT1DPatient if fast else T1DPatient
-    patient = patient_cls.withName(patient_name)
+    if physiology_scale:
+        params = simulator_parameters(patient_name).copy()
+        for name, factor in physiology_scale:
+            params[name] = float(params[name]) * factor
+        patient = patient_cls(params)
+    else:
+        patient = patient_cls.withName(patient_name)
     sensor = CGMSensor.withName(sensor_name, seed=seed)
     pump = InsulinPump.withName(pump_name)
     scenario = RandomScenario(start_time=start, seed=seed)

@@ -44,6 +44,9 @@ def test_trial_help_explains_options(capsys):
         (["trial", "--arm", "xcl"], "invalid choice"),
         (["trial", "--days", "400"], "days must be"),
         (["frobnicate"], "invalid choice"),
+        (["trial", "--scale", "Vmx"], "--scale expects PARAM=FACTOR"),
+        (["trial", "--scale", "BW=2"], "physiology scale"),
+        (["trial", "--carb-error", "-150"], "carb announcement factor"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(argv, message, capsys):

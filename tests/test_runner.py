@@ -102,3 +102,44 @@ def test_trial_writes_traces_and_summary(tmp_path):
         assert tir == pytest.approx(100 * np.mean((trace.bg_mg_dl >= 70) & (trace.bg_mg_dl <= 180)))
     header = (tmp_path / "adult#001.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["time", "bg_mg_dl", "cgm_mg_dl", "carbs_g", "insulin_u"]
+
+
+class _Recorder:
+    def __init__(self):
+        self.carbs = 0.0
+
+    def decide(self, inp):
+        from controller.policy import Dose
+
+        self.carbs += inp.announced_carbs_g
+        return Dose(basal_u_per_h=1.0, reason="fixed")
+
+    def reset(self):
+        self.carbs = 0.0
+
+
+_RECORDERS = {}
+
+
+def _recording_controller(patient, arm):
+    from sim.adapter import PolicyController
+
+    _RECORDERS[patient] = _Recorder()
+    return PolicyController(_RECORDERS[patient], meal_announcement=arm == "hcl")
+
+
+def test_off_protocol_carb_error_and_physiology_scale():
+    protocol = TrialProtocol(days=0.6, carb_announcement_factor=1.3)
+    run = simulate_patient("adult#006", _recording_controller, protocol)
+    eaten = float(np.nansum(run.trace.carbs_g))
+    assert eaten > 40
+    assert _RECORDERS["adult#006"].carbs == pytest.approx(1.3 * eaten)
+    base = simulate_patient("adult#006", "basal", TrialProtocol(arm="fcl", days=0.6))
+    sensitive = simulate_patient("adult#006", "basal",
+                                 TrialProtocol(arm="fcl", days=0.6, physiology_scale=(("Vmx", 1.4), ("kp3", 1.4))))
+    assert sensitive.trace.bg_mg_dl[-1] < base.trace.bg_mg_dl[-1] - 5
+    assert TrialProtocol(physiology_scale=(("Vmx", 1.4),)).to_dict()["physiology_scale"] == {"Vmx": 1.4}
+    with pytest.raises(ValueError, match="physiology scale"):
+        TrialProtocol(physiology_scale=(("BW", 2.0),))
+    with pytest.raises(ValueError, match="carb announcement"):
+        TrialProtocol(carb_announcement_factor=-0.5)
