@@ -98,10 +98,6 @@ class MPCResult:
     compute_ms: float = float("nan")
 
     def summary(self) -> dict[str, Any]:
-        def at(arr: np.ndarray, minutes: float, step: float) -> float:
-            i = min(int(round(minutes / step)), len(arr) - 1)
-            return float(arr[i])
-
         return {"status": self.status, "plan_u_per_h": list(self.plan_u_per_h), "cost": self.cost,
                 "compute_ms": self.compute_ms}
 
@@ -160,7 +156,7 @@ class ZoneMPC:
             move = u - u_nominal
             effect = m @ move
             g = nominal + effect
-            g_sensitive = nominal + k * np.maximum(effect, -np.inf) if k != 1.0 else g
+            g_sensitive = nominal + k * effect if k != 1.0 else g
             over = np.maximum(g - high, 0.0)
             under = np.maximum(low - g_sensitive, 0.0)
             deep = np.maximum(hypo - g_sensitive, 0.0)

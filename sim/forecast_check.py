@@ -18,7 +18,7 @@ from sim.adapter import PolicyController
 from sim.cohort import clinical_profile
 from sim.priors import population_prior
 from sim.protocol import TrialProtocol
-from sim.runner import PatientRun, run_patients, simulate_patient
+from sim.runner import PatientRun, run_patients
 from twin.estimator import EstimatorSettings, TwinEstimator
 from twin.personalize import personalize
 
