@@ -50,6 +50,8 @@ from twin.personalize import Twin
 Z_NAMES = ("G_P", "G_T", "G_SC", "disturbance_meal", "disturbance_bias", "log_sensitivity", "cgm_error")
 _GP, _GT, _GSC, _D, _B, _LS, _E = range(7)
 _N = len(Z_NAMES)
+_GLUCOSE_STATES = [State.G_P, State.G_T, State.G_SC]
+"""Model states (not z indices) kept positive after every propagation."""
 MIN_PER_H = 60.0
 REFERENCE_WEIGHT_KG = 70.0
 
@@ -253,7 +255,7 @@ class TwinEstimator:
         dt = minutes / steps
         x = np.repeat(x0[None, :], m, axis=0)
         x[:, State.G_P], x[:, State.G_T], x[:, State.G_SC] = zs[:, _GP], zs[:, _GT], zs[:, _GSC]
-        np.maximum(x[:, [State.G_P, State.G_T, State.G_SC]], 1e-3, out=x[:, [State.G_P, State.G_T, State.G_SC]])
+        x[:, _GLUCOSE_STATES] = np.maximum(x[:, _GLUCOSE_STATES], 1e-3)
         decay = np.exp(-dt * (np.arange(steps) + 0.5) / self.settings.disturbance_tau_min)
         carbs = np.zeros((m, steps))
         carbs[:, 0] = carbs_g
@@ -383,7 +385,7 @@ class TwinEstimator:
         m = zs.shape[0]
         x = np.repeat(self.x[None, :], m, axis=0)
         x[:, State.G_P], x[:, State.G_T], x[:, State.G_SC] = zs[:, _GP], zs[:, _GT], zs[:, _GSC]
-        np.maximum(x[:, [State.G_P, State.G_T, State.G_SC]], 1e-3, out=x[:, [State.G_P, State.G_T, State.G_SC]])
+        x[:, _GLUCOSE_STATES] = np.maximum(x[:, _GLUCOSE_STATES], 1e-3)
         insulin_states = [State.I_P, State.X, State.I1, State.I_D, State.I_L, State.I_SC1, State.I_SC2]
         basal_x = self.twin.x_basal
         x[0, insulin_states] = basal_x[insulin_states]  # baseline: insulin at basal steady state
