@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from controller.mpc import MPCSettings, ZoneMPC
@@ -47,20 +48,30 @@ class TwinMPCPolicy:
         self.supervisor = SafetySupervisor(self.profile, self.limits)
         self.last_cycle_ms = float("nan")
 
-    def decide(self, inp: ControlInput) -> Dose:
+    def decide(self, inp: ControlInput, *, assume_delivered: bool = True) -> Dose:
+        """One cycle's dose. With ``assume_delivered`` (simulation) the dose is booked as given;
+        the live loop passes False and calls :meth:`record_delivery` with what the pump confirmed."""
         if not self.record_decisions:
-            return self._decide(inp)
+            return self._decide(inp, assume_delivered)
         from controller.decision_record import build_record, estimator_state, supervisor_state
 
         before = (estimator_state(self.estimator), supervisor_state(self.supervisor))
-        dose = self._decide(inp)
+        dose = self._decide(inp, assume_delivered)
         self.last_record = build_record(self, inp, before[0], before[1], dose)
-        if self.estimator is not None and self.estimator.readings_accepted:
+        if assume_delivered and self.estimator is not None and self.estimator.readings_accepted:
             # the forecast after the dose, split into its causes (explains the decision)
             self.last_record["output"]["forecast"] = self.estimator.forecast(180.0).to_dict()
         return dose
 
-    def _decide(self, inp: ControlInput) -> Dose:
+    def record_delivery(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
+        """Book insulin the pump confirmed: the twin and the supervisor's insulin on board."""
+        if self.estimator is not None:
+            self.estimator.set_basal(basal_u_per_h)
+            if bolus_u > 0:
+                self.estimator.add_bolus(bolus_u)
+        self.supervisor.delivered(time, basal_u_per_h, minutes, bolus_u)
+
+    def _decide(self, inp: ControlInput, assume_delivered: bool = True) -> Dose:
         tic = time.perf_counter()
         if self.estimator is None:
             self.estimator = TwinEstimator(self.twin, inp.time, self.settings.estimator)
@@ -83,10 +94,8 @@ class TwinMPCPolicy:
             proposal = Dose(result.basal_u_per_h, result.bolus_u, _explain(result, scheduled))
         safe = self.supervisor.bound(proposal, inp.time, inp.cycle_min)
         dose = safe.dose
-        est.set_basal(dose.basal_u_per_h)
-        if dose.bolus_u > 0:
-            est.add_bolus(dose.bolus_u)
-        self.supervisor.delivered(inp.time, dose.basal_u_per_h, inp.cycle_min, dose.bolus_u)
+        if assume_delivered:
+            self.record_delivery(inp.time, dose.basal_u_per_h, inp.cycle_min, dose.bolus_u)
         self.last_cycle_ms = (time.perf_counter() - tic) * 1000.0
         diagnostics: dict[str, Any] = {
             "twin_glucose_mg_dl": est.glucose_mg_dl,

@@ -1,0 +1,139 @@
+"""The loop's journal: an append-only SQLite log, written before anything is acted on.
+
+One table, ``events``, in WAL mode with ``synchronous=FULL``: each append is
+committed (and on disk) before :meth:`Journal.append` returns, so a loop killed
+at any point finds in the journal every reading, decision, command and reply it
+had acted on (DESIGN.md, invariant 5). Payloads are JSON.
+
+Event kinds (``KINDS``):
+
+- ``reading``, ``rejection``, ``announcement``: sensor input, as received.
+- ``decision``: one control cycle: its input (``ControlInput``) and its dose,
+  reasons and diagnostics; ``cycle`` numbers the cycles.
+- ``command``: a pump command about to be sent (``seq``); ``reply``: what the
+  pump answered or what a status query resolved (``seq``).
+- ``delivery``: the insulin the loop holds as delivered for a cycle (after the
+  reply), the input to restoring insulin on board after a restart.
+- ``snapshot``: the estimator's state after a cycle (for inspection).
+- ``startup``, ``fault``: loop lifecycle and faults (reconnects, timeouts).
+
+The journal is the loop's memory: after a restart the runtime replays
+``decision`` + ``delivery`` pairs to rebuild the twin and insulin on board, and
+resolves ``command`` events without a ``reply`` by asking the pump.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+KINDS = ("reading", "rejection", "announcement", "decision", "command", "reply", "delivery", "snapshot",
+         "startup", "fault")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    time TEXT NOT NULL,
+    cycle INTEGER,
+    seq INTEGER,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+CREATE INDEX IF NOT EXISTS events_seq ON events(seq) WHERE seq IS NOT NULL;
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str
+    time: str
+    cycle: int | None
+    seq: int | None
+    payload: dict[str, Any]
+
+
+class Journal:
+    """Append-only event log in one SQLite file (WAL, fully synchronous)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ------------------------------------------------------------------------
+    def append(self, kind: str, time: str, payload: dict[str, Any], *, cycle: int | None = None,
+               seq: int | None = None) -> int:
+        """Commit one event; returns its id. ``time`` is ISO 8601 (the loop's clock)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown journal event kind {kind!r}; expected one of {', '.join(KINDS)}")
+        text = json.dumps(payload, sort_keys=True, allow_nan=False, default=_jsonable)
+        cur = self._db.execute("INSERT INTO events(kind, time, cycle, seq, payload) VALUES (?, ?, ?, ?, ?)",
+                               (kind, time, cycle, seq, text))
+        return int(cur.lastrowid or 0)
+
+    # --- reading ------------------------------------------------------------------------
+    def events(self, *kinds: str, after_id: int = 0) -> Iterator[Event]:
+        sql = "SELECT id, kind, time, cycle, seq, payload FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args.extend(kinds)
+        for row in self._db.execute(sql + " ORDER BY id", args):
+            yield Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+
+    def counts(self) -> dict[str, int]:
+        return {k: n for k, n in self._db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind")}
+
+    def last(self, kind: str) -> Event | None:
+        row = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? "
+                               "ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
+        return None if row is None else Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+
+    def max_seq(self) -> int:
+        """The highest command sequence number ever journaled (0 when none)."""
+        row = self._db.execute("SELECT MAX(seq) FROM events WHERE kind = 'command'").fetchone()
+        return int(row[0] or 0)
+
+    def max_cycle(self) -> int:
+        row = self._db.execute("SELECT MAX(cycle) FROM events WHERE kind = 'decision'").fetchone()
+        return int(row[0] or 0)
+
+    def unanswered_commands(self) -> list[Event]:
+        """Commands journaled as sent with no reply journaled: in flight when the loop stopped."""
+        rows = self._db.execute(
+            "SELECT id, kind, time, cycle, seq, payload FROM events c WHERE kind = 'command' AND NOT EXISTS "
+            "(SELECT 1 FROM events r WHERE r.kind = 'reply' AND r.seq = c.seq) ORDER BY id")
+        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def cycles_since(self, time_iso: str) -> list[tuple[Event, Event | None]]:
+        """(decision, delivery or None) pairs of cycles at or after ``time_iso``, in order."""
+        decisions = [e for e in self.events("decision") if e.time >= time_iso]
+        deliveries = {e.cycle: e for e in self.events("delivery")}
+        return [(d, deliveries.get(d.cycle)) for d in decisions]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot journal a {type(value).__name__}")

@@ -1,0 +1,233 @@
+"""The live loop's configuration file (TOML), read into frozen, validated settings.
+
+``glucotwin run --config FILE`` reads it. Example (``deploy/glucotwin.example.toml``)::
+
+    [profile]                      # what the clinic knows; nothing else is used
+    name = "me"
+    weight_kg = 70
+    total_daily_insulin_u = 40
+    carb_ratio_g_per_u = 12
+    correction_factor_mg_dl_per_u = 45
+    age_years = 35
+    target_mg_dl = 120
+    basal = [{start = "00:00", rate_u_per_h = 0.8}, {start = "06:00", rate_u_per_h = 1.0}]
+
+    [limits]                       # optional; defaults come from the profile
+    max_basal_u_per_h = 3.0
+    max_bolus_u = 5.0
+    max_iob_u = 3.0
+
+    [loop]
+    cycle_min = 5                  # the CGM's sample period
+    clock = "system"               # or "readings": lockstep on reading times (HIL)
+    journal = "/var/lib/glucotwin/journal.sqlite"
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 1883
+    username = "loop"
+    password_file = "/etc/glucotwin/mqtt.password"
+    tls_ca_file = ""               # set to use TLS (port 8883)
+    subject = "me"
+
+    [sensor]
+    transport = "mqtt"             # or "serial"
+    port = "/dev/ttyACM0"          # serial only
+    mode = "frames"                # serial only: "frames" or "text"
+
+    [pump]
+    transport = "serial"           # or "mqtt"
+    port = "/dev/ttyUSB0"
+    device_id = "pump-1"
+    key_file = "/etc/glucotwin/pump.key"   # hex; per device; mode 0600
+
+Secrets are read from files, never written in the TOML itself.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.runtime import LoopSettings
+from controller.safety import SafetyLimits
+from twin.profile import BasalSegment, PatientProfile
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing something or holds a bad value (one line, for the CLI)."""
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_id: str = ""
+    subject: str = "default"
+    topic_prefix: str = "glucotwin"
+
+    def password(self) -> str:
+        return _read_secret(self.password_file) if self.password_file else ""
+
+
+@dataclass(frozen=True)
+class SensorEndpoint:
+    transport: str = "mqtt"
+    port: str = ""
+    baudrate: int = 115200
+    mode: str = "frames"
+
+
+@dataclass(frozen=True)
+class PumpEndpoint:
+    transport: str = "serial"
+    port: str = ""
+    baudrate: int = 115200
+    device_id: str = "pump-1"
+    key_file: str = ""
+    reply_timeout_s: float = 1.0
+    retries: int = 3
+
+    def key(self) -> bytes:
+        text = _read_secret(self.key_file)
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise ConfigError(f"pump key file {self.key_file} must hold the key in hex") from None
+        if len(key) < 16:
+            raise ConfigError(f"pump key in {self.key_file} is too short ({len(key)} bytes; need >= 16)")
+        return key
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    profile: PatientProfile
+    limits: SafetyLimits
+    loop: LoopSettings
+    clock: str
+    arm: str
+    journal_path: Path
+    mqtt: MqttEndpoint
+    sensor: SensorEndpoint
+    pump: PumpEndpoint
+    publish_cycles: bool = True
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def load_config(path: str | Path) -> LiveConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, base=path.parent)
+
+
+def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
+    known = {"profile", "limits", "loop", "mqtt", "sensor", "pump"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(unknown)}")
+    if "profile" not in data:
+        raise ConfigError("config needs a [profile] section")
+    profile = _profile(data["profile"])
+    try:
+        limits = SafetyLimits.for_profile(profile, **data.get("limits", {}))
+    except TypeError as exc:
+        raise ConfigError(f"[limits]: {exc}") from None
+    loop = dict(data.get("loop", {}))
+    clock = loop.pop("clock", "system")
+    if clock not in ("system", "readings"):
+        raise ConfigError(f"[loop] clock must be 'system' or 'readings', got {clock!r}")
+    arm = loop.pop("arm", "hcl")
+    if arm not in ("hcl", "fcl"):
+        raise ConfigError(f"[loop] arm must be 'hcl' or 'fcl', got {arm!r}")
+    journal = loop.pop("journal", "glucotwin-journal.sqlite")
+    publish_cycles = bool(loop.pop("publish_cycles", True))
+    try:
+        settings = LoopSettings(**loop)
+    except TypeError as exc:
+        raise ConfigError(f"[loop]: {exc}") from None
+    mqtt = _section(MqttEndpoint, data.get("mqtt", {}), "mqtt")
+    sensor = _section(SensorEndpoint, data.get("sensor", {}), "sensor")
+    pump = _section(PumpEndpoint, data.get("pump", {}), "pump")
+    if sensor.transport not in ("mqtt", "serial"):
+        raise ConfigError(f"[sensor] transport must be 'mqtt' or 'serial', got {sensor.transport!r}")
+    if sensor.transport == "serial" and not sensor.port:
+        raise ConfigError("[sensor] transport 'serial' needs port")
+    if pump.transport not in ("mqtt", "serial"):
+        raise ConfigError(f"[pump] transport must be 'mqtt' or 'serial', got {pump.transport!r}")
+    if pump.transport == "serial" and not pump.port:
+        raise ConfigError("[pump] transport 'serial' needs port")
+    if not pump.key_file:
+        raise ConfigError("[pump] needs key_file (the per-device HMAC key, hex)")
+    journal_path = Path(journal)
+    if not journal_path.is_absolute():
+        journal_path = base / journal_path
+    return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles, data)
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def _profile(p: dict[str, Any]) -> PatientProfile:
+    p = dict(p)
+    basal = p.pop("basal", None)
+    if basal is None:
+        raise ConfigError("[profile] needs basal: a list of {start = \"HH:MM\", rate_u_per_h = ...}")
+    try:
+        schedule = tuple(BasalSegment(_minutes(s["start"]), float(s["rate_u_per_h"])) for s in basal)
+        return PatientProfile(basal_schedule=schedule, **p)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"[profile]: {exc}") from None
+
+
+def _minutes(hhmm: str) -> int:
+    try:
+        h, m = hhmm.split(":")
+        minutes = int(h) * 60 + int(m)
+    except (AttributeError, ValueError):
+        raise ConfigError(f"basal start must be \"HH:MM\", got {hhmm!r}") from None
+    if not 0 <= minutes < 1440:
+        raise ConfigError(f"basal start out of the day: {hhmm!r}")
+    return minutes
+
+
+def profile_to_toml(profile: PatientProfile) -> str:
+    """The ``[profile]`` section for a profile (used by the HIL harness to write a loop config)."""
+    lines = ["[profile]", f"name = {_toml_str(profile.name)}"]
+    for key in ("weight_kg", "total_daily_insulin_u", "carb_ratio_g_per_u", "correction_factor_mg_dl_per_u",
+                "age_years", "target_mg_dl"):
+        value = float(getattr(profile, key))
+        if not math.isfinite(value):
+            raise ValueError(f"{key} is not finite")
+        lines.append(f"{key} = {value!r}")
+    segments = ", ".join(f"{{start = \"{s.start_min // 60:02d}:{s.start_min % 60:02d}\", "
+                         f"rate_u_per_h = {s.rate_u_per_h!r}}}" for s in profile.basal_schedule)
+    lines.append(f"basal = [{segments}]")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None

@@ -1,0 +1,301 @@
+"""The closed loop at run time: sources in, journal first, pump out.
+
+``ClosedLoop`` runs one control cycle per accepted CGM reading, and a cycle
+without a reading when none arrived for ``max_wait_min`` (fixed-cadence
+fallback: the supervisor then sees stale CGM and falls back to the programmed
+basal). Per cycle, in this order (DESIGN.md, invariant 5):
+
+1. the reading (or rejection, or announcement) is journaled as received;
+2. the policy decides (``assume_delivered=False``) and the decision is journaled;
+3. each pump order is journaled, then sent; the reply is journaled;
+4. what the pump confirmed is journaled as the cycle's delivery, and only then
+   booked into the twin and insulin on board.
+
+After a restart :meth:`ClosedLoop.restore` resolves orders that were sent with
+no reply journaled by a status query (never by sending them again), then
+replays the journaled cycles (inputs and confirmed deliveries) through a fresh
+policy, which rebuilds the twin's state and insulin on board exactly.
+
+The clock is injected (``clock() -> datetime``); nothing here reads wall time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from controller.journal import Journal
+from controller.policy import ControlInput, Dose
+from controller.ports import (Announcement, GlucoseSource, PumpOrder, PumpOutcome, PumpPort, Reading,
+                              ReadingValidator, Rejection)
+from controller.twin_policy import TwinMPCPolicy
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Run-time settings of the loop.
+
+    cycle_min: the CGM sample period; each temp basal is planned for one cycle.
+    temp_basal_duration_min: how long the pump runs a temp basal if no further
+        command comes (then it returns to its programmed basal by itself).
+    command_validity_s: a command's expiry after its issue time.
+    max_wait_min: run a cycle without a reading when none was accepted this long.
+    replay_hours: how much journaled history a restart replays into the twin.
+    """
+
+    cycle_min: float = 5.0
+    temp_basal_duration_min: float = 30.0
+    command_validity_s: float = 120.0
+    max_wait_min: float = 10.0
+    replay_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("cycle_min", "temp_basal_duration_min", "command_validity_s", "max_wait_min", "replay_hours"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
+        if self.temp_basal_duration_min < self.cycle_min:
+            raise ValueError("temp_basal_duration_min must be at least one cycle")
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """One cycle as the status line and the HIL harness see it."""
+
+    cycle: int
+    time: datetime
+    glucose_mg_dl: float | None
+    trend_mg_dl_per_min: float
+    forecast_30_mg_dl: float | None
+    forecast_60_mg_dl: float | None
+    dose: Dose
+    delivered_basal_u_per_h: float
+    delivered_bolus_u: float
+    outcomes: tuple[PumpOutcome, ...]
+    iob_u: float
+
+    def status_line(self) -> str:
+        g = "---" if self.glucose_mg_dl is None else f"{self.glucose_mg_dl:5.0f}"
+        f30 = "---" if self.forecast_30_mg_dl is None else f"{self.forecast_30_mg_dl:.0f}"
+        f60 = "---" if self.forecast_60_mg_dl is None else f"{self.forecast_60_mg_dl:.0f}"
+        pump = ",".join(o.status for o in self.outcomes) or "-"
+        return (f"{self.time:%Y-%m-%d %H:%M} #{self.cycle:<5d} BG {g} mg/dL {self.trend_mg_dl_per_min:+5.1f}/min "
+                f"fc30 {f30} fc60 {f60} | basal {self.delivered_basal_u_per_h:5.2f} U/h "
+                f"bolus {self.delivered_bolus_u:4.2f} U IOB {self.iob_u:5.2f} U pump {pump} | {self.dose.reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cycle": self.cycle, "time": self.time.isoformat(), "glucose_mg_dl": self.glucose_mg_dl,
+                "trend_mg_dl_per_min": self.trend_mg_dl_per_min, "forecast_30_mg_dl": self.forecast_30_mg_dl,
+                "forecast_60_mg_dl": self.forecast_60_mg_dl, "dose": self.dose.to_dict(),
+                "delivered_basal_u_per_h": self.delivered_basal_u_per_h,
+                "delivered_bolus_u": self.delivered_bolus_u, "outcomes": [o.to_dict() for o in self.outcomes],
+                "iob_u": self.iob_u}
+
+
+@dataclass
+class RestoreReport:
+    cycles_replayed: int = 0
+    orders_resolved: list[PumpOutcome] = field(default_factory=list)
+    iob_u: float = 0.0
+
+
+class ClosedLoop:
+    """One person's loop: ``step()`` polls the source and runs the cycles due."""
+
+    def __init__(self, policy: TwinMPCPolicy, source: GlucoseSource, pump: PumpPort, journal: Journal,
+                 clock: Callable[[], datetime], settings: LoopSettings | None = None,
+                 validator: ReadingValidator | None = None,
+                 on_cycle: Callable[[CycleResult], None] | None = None) -> None:
+        self.policy = policy
+        self.source = source
+        self.pump = pump
+        self.journal = journal
+        self.clock = clock
+        self.settings = settings or LoopSettings()
+        self.validator = validator
+        self.on_cycle = on_cycle
+        self.cycle_no = journal.max_cycle()
+        self.seq = journal.max_seq()
+        self.pending_carbs_g = 0.0
+        self.last_cycle_time: datetime | None = None
+        self.last_reading_time: datetime | None = None
+        self.rejections: dict[str, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def restore(self) -> RestoreReport:
+        """Resolve in-flight orders, then rebuild the twin and IOB from the journal."""
+        now = self.clock()
+        report = RestoreReport()
+        self.journal.append("startup", now.isoformat(), {"cycle": self.cycle_no, "seq": self.seq})
+        for event in self.journal.unanswered_commands():
+            order = PumpOrder.from_dict(event.payload)
+            outcome = self.pump.resolve(order)
+            if outcome.status != "unknown":
+                self.journal.append("reply", now.isoformat(), {**outcome.to_dict(), "resolved_by": "status"},
+                                    cycle=event.cycle, seq=order.seq)
+            report.orders_resolved.append(outcome)
+            if event.cycle is not None and not any(e.cycle == event.cycle for e in self.journal.events("delivery")):
+                self._journal_delivery_of_cycle(event.cycle, now)
+        self.policy.reset()
+        since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
+        for decision, delivery in self.journal.cycles_since(since):
+            inp = ControlInput.from_dict(decision.payload["input"])
+            self.policy.decide(inp, assume_delivered=False)
+            if delivery is not None:
+                d = delivery.payload
+                self.policy.record_delivery(inp.time, d["basal_u_per_h"], d["minutes"], d["bolus_u"])
+            self.last_cycle_time = inp.time
+            if inp.cgm_mg_dl is not None:
+                self.last_reading_time = inp.time
+            report.cycles_replayed += 1
+        report.iob_u = self.policy.supervisor.iob_u(now)
+        return report
+
+    def _journal_delivery_of_cycle(self, cycle: int, now: datetime) -> None:
+        """After a restart: the delivery of a cycle cut short, from its journaled replies."""
+        replies = {e.seq: e.payload for e in self.journal.events("reply") if e.cycle == cycle}
+        commands = [e.payload for e in self.journal.events("command") if e.cycle == cycle]
+        decision = next((e for e in self.journal.events("decision") if e.cycle == cycle), None)
+        if decision is None:
+            return
+        outcomes = [PumpOutcome(c["seq"], replies.get(c["seq"], {}).get("status", "unknown"),
+                                float(replies.get(c["seq"], {}).get("bolus_u") or 0.0),
+                                replies.get(c["seq"], {}).get("rate_u_per_h")) for c in commands]
+        orders = [PumpOrder.from_dict(c) for c in commands]
+        inp = ControlInput.from_dict(decision.payload["input"])
+        basal, bolus = self._confirmed(inp.time, orders, outcomes)
+        self.journal.append("delivery", now.isoformat(), {"basal_u_per_h": basal, "bolus_u": bolus,
+                                                          "minutes": inp.cycle_min, "restored": True}, cycle=cycle)
+
+    # --- running --------------------------------------------------------------------------
+    def step(self, timeout_s: float = 1.0) -> list[CycleResult]:
+        """Poll the source once; run a cycle per accepted reading, or a cadence cycle when overdue."""
+        results = []
+        for item in self.source.poll(timeout_s):
+            result = self.handle(item)
+            if result is not None:
+                results.append(result)
+        now = self.clock()
+        overdue = self.last_cycle_time is not None and (
+            (now - self.last_cycle_time).total_seconds() / 60.0 >= self.settings.max_wait_min)
+        if overdue:
+            results.append(self.cycle(now, None))
+        return results
+
+    def handle(self, item: Any) -> CycleResult | None:
+        """Journal one item from a source; run a cycle when it is an accepted reading."""
+        now = self.clock()
+        if isinstance(item, Announcement) and not isinstance(item, Reading):
+            self.journal.append("announcement", now.isoformat(), item.to_dict())
+            if math.isfinite(item.carbs_g) and item.carbs_g > 0:
+                self.pending_carbs_g += float(item.carbs_g)
+            return None
+        if isinstance(item, Reading):
+            self.journal.append("reading", now.isoformat(), item.to_dict())
+            checked = item if self.validator is None else self.validator.check(item, now)
+            if isinstance(checked, Reading) and self.last_reading_time is not None \
+                    and checked.time <= self.last_reading_time:
+                self._reject(now, item.to_dict(), "duplicate: a cycle already used a reading at or after this time")
+                return None
+            if not isinstance(checked, Reading):
+                self._reject(now, item.to_dict(), getattr(checked, "reason", "rejected"))
+                return None
+            return self.cycle(checked.time, checked)
+        if isinstance(item, Rejection):
+            self._reject(now, item.to_dict(), item.reason)
+            return None
+        self._reject(now, {"raw": repr(item)[:200]}, "unknown item from source")
+        return None
+
+    def _reject(self, now: datetime, payload: dict[str, Any], reason: str) -> None:
+        phrase = reason.split(":")[0]
+        self.rejections[phrase] = self.rejections.get(phrase, 0) + 1
+        self.journal.append("rejection", now.isoformat(), {"item": payload, "reason": reason})
+
+    def cycle(self, time: datetime, reading: Any | None) -> CycleResult:
+        """One control cycle at ``time`` (the reading's time, or the clock's when there is none)."""
+        self.cycle_no += 1
+        cycle = self.cycle_no
+        cgm = None if reading is None else float(reading.glucose_mg_dl)
+        inp = ControlInput(time=time, cgm_mg_dl=cgm, announced_carbs_g=self.pending_carbs_g,
+                           cycle_min=self.settings.cycle_min)
+        self.pending_carbs_g = 0.0
+        dose = self.policy.decide(inp, assume_delivered=False)
+        self.journal.append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict()},
+                            cycle=cycle)
+        orders = self._orders(time, dose)
+        outcomes = []
+        for order in orders:
+            self.journal.append("command", self.clock().isoformat(), order.to_dict(), cycle=cycle, seq=order.seq)
+            outcome = self.pump.execute(order)
+            if outcome.status == "unknown":
+                outcome = self.pump.resolve(order)
+            if outcome.status == "unknown":
+                self.journal.append("fault", self.clock().isoformat(),
+                                    {"what": "pump reply lost and status unavailable", "seq": order.seq}, cycle=cycle)
+            else:
+                self.journal.append("reply", self.clock().isoformat(), outcome.to_dict(), cycle=cycle, seq=order.seq)
+            outcomes.append(outcome)
+        basal, bolus = self._confirmed(time, orders, outcomes)
+        self.journal.append("delivery", time.isoformat(),
+                            {"basal_u_per_h": basal, "bolus_u": bolus, "minutes": inp.cycle_min}, cycle=cycle)
+        self.policy.record_delivery(time, basal, inp.cycle_min, bolus)
+        est = self.policy.estimator
+        if est is not None:
+            self.journal.append("snapshot", time.isoformat(), est.snapshot(), cycle=cycle)
+        self.last_cycle_time = time
+        if reading is not None:
+            self.last_reading_time = time
+        result = self._result(cycle, time, cgm, dose, basal, bolus, tuple(outcomes))
+        if self.on_cycle is not None:
+            self.on_cycle(result)
+        return result
+
+    def _orders(self, time: datetime, dose: Dose) -> list[PumpOrder]:
+        expires = time + timedelta(seconds=self.settings.command_validity_s)
+        orders = []
+        self.seq += 1
+        orders.append(PumpOrder(self.seq, "temp_basal", time, expires, rate_u_per_h=dose.basal_u_per_h,
+                                duration_min=self.settings.temp_basal_duration_min))
+        if dose.bolus_u > 0:
+            self.seq += 1
+            orders.append(PumpOrder(self.seq, "bolus", time, expires, bolus_u=dose.bolus_u))
+        return orders
+
+    def _confirmed(self, time: datetime, orders: list[PumpOrder],
+                   outcomes: list[PumpOutcome]) -> tuple[float, float]:
+        """Insulin to book for the cycle, from what the pump confirmed.
+
+        A bolus whose fate is unknown is booked as given (over-counting insulin on
+        board is the safe error); a basal whose fate is unknown is booked at the
+        commanded rate for the same reason. A refused temp basal leaves the pump on
+        whatever it reports, else on the programmed basal.
+        """
+        scheduled = self.policy.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        basal, bolus = scheduled, 0.0
+        for order, outcome in zip(orders, outcomes):
+            if order.kind == "temp_basal":
+                if outcome.status == "ack":
+                    basal = order.rate_u_per_h if outcome.rate_u_per_h is None else outcome.rate_u_per_h
+                elif outcome.status == "unknown":
+                    basal = max(order.rate_u_per_h, scheduled)
+                elif outcome.rate_u_per_h is not None:
+                    basal = outcome.rate_u_per_h
+            else:
+                if outcome.status == "ack":
+                    bolus += outcome.bolus_u
+                elif outcome.status == "unknown":
+                    bolus += order.bolus_u
+        return basal, bolus
+
+    def _result(self, cycle: int, time: datetime, cgm: float | None, dose: Dose, basal: float, bolus: float,
+                outcomes: tuple[PumpOutcome, ...]) -> CycleResult:
+        est = self.policy.estimator
+        f30 = f60 = None
+        if est is not None and est.readings_accepted:
+            fc = est.forecast(60.0)
+            f30, f60 = fc.at(30.0)[0], fc.at(60.0)[0]
+        return CycleResult(cycle, time, cgm, self.policy.supervisor.trend_mg_dl_per_min(), f30, f60, dose,
+                           basal, bolus, outcomes, self.policy.supervisor.iob_u(time))
