@@ -401,7 +401,7 @@ class TwinEstimator:
         carbs[2:, 0] = self._pending_carbs_g
         decay = np.exp(-step_min * (np.arange(steps) + 0.5) / s.disturbance_tau_min)
         traj = simulate(sensitivity_params(self.twin.params, zs[:, _LS]), x, carbs, insulin, meal=meal,
-                        dt_min=step_min,
+                        dt_min=step_min, exact_insulin=True,
                         disturbance_mg_per_kg_per_min=zs[:, _D:_D + 1] * decay[None, :] + zs[:, _B:_B + 1])
         g = traj.glucose_mg_dl
         baseline, with_insulin, with_carbs, full = g[0], g[1], g[2], g[3]
@@ -435,7 +435,7 @@ class TwinEstimator:
         carbs[:, 0] = self._pending_carbs_g
         decay = np.exp(-step_min * (np.arange(steps) + 0.5) / self.settings.disturbance_tau_min)
         traj = simulate(sensitivity_params(self.twin.params, zs[:, _LS]), x, carbs, plans,
-                        meal=self.meal.take(np.zeros(m, dtype=int)), dt_min=step_min,
+                        meal=self.meal.take(np.zeros(m, dtype=int)), dt_min=step_min, exact_insulin=True,
                         disturbance_mg_per_kg_per_min=zs[:, _D:_D + 1] * decay[None, :] + zs[:, _B:_B + 1])
         return traj.glucose_mg_dl
 

@@ -240,7 +240,7 @@ class _Buffer:
     __slots__ = ("array", "rows")
 
     def __init__(self, n: int) -> None:
-        self.array = np.empty((N_STATES, n))
+        self.array = np.zeros((N_STATES, n))
         self.rows = tuple(self.array)
 
 
@@ -252,6 +252,7 @@ def _rhs_rows(
     c: _Coefficients,
     out: _Buffer,
     disturbance: np.ndarray | None = None,
+    with_insulin: bool = True,
 ) -> None:
     """Write dx/dt (13, N) of states ``x`` (13, N) into ``out``; units per minute of those of :class:`State`.
 
@@ -259,8 +260,8 @@ def _rhs_rows(
     precomputed (:class:`_Coefficients`), which changes results by rounding only.
     """
     q_sto1, q_sto2, q_gut, g_p, g_t, i_p, x_u, i_1, i_d, i_l, i_sc1, i_sc2, g_sc = x.rows
-    (d_q_sto1, d_q_sto2, d_q_gut, d_g_p, d_g_t, d_i_p, d_x_u,
-     d_i_1, d_i_d, d_i_l, d_i_sc1, d_i_sc2, d_g_sc) = out.rows  # fmt: skip
+    d_q_sto1, d_q_sto2, d_q_gut, d_g_p, d_g_t = out.rows[:5]
+    d_g_sc = out.rows[State.G_SC]
 
     # gastro-intestinal tract (mg/min)
     # kgut = kmin + (kmax - kmin)/2 * (tanh(alpha (Qsto - b Dbar)) - tanh(beta (Qsto - d Dbar)) + 2)
@@ -282,6 +283,18 @@ def _rhs_rows(
     uid = (c.Vm0 + c.Vmx * x_u) * g_t / (c.Km0 + g_t)  # insulin-dependent utilization
     np.subtract(exchange, uid, out=d_g_t)
 
+    # subcutaneous glucose (mg/kg/min)
+    np.multiply(c.ksc, g_p - g_sc, out=d_g_sc)
+
+    if with_insulin:  # (False: the caller advances the insulin rows exactly and ignores them here)
+        _insulin_rows(i_p, x_u, i_1, i_d, i_l, i_sc1, i_sc2, insulin_pmol_per_kg_min, c, out)
+
+    # simglucose: dxdt[i] = (x[i] >= 0) * dxdt[i] for the clamped states
+    out.array *= (x.array >= 0.0) | _UNCLAMPED_ROWS
+
+
+def _insulin_rows(i_p, x_u, i_1, i_d, i_l, i_sc1, i_sc2, insulin_pmol_per_kg_min, c, out) -> None:
+    (_, _, _, _, _, d_i_p, d_x_u, d_i_1, d_i_d, d_i_l, d_i_sc1, d_i_sc2, _) = out.rows  # fmt: skip
     # insulin (pmol/kg/min; X, I1, Id in pmol/L/min)
     np.subtract(c.m1 * i_l + c.ka1 * i_sc1 + c.ka2 * i_sc2, c.m2_m4 * i_p, out=d_i_p)
     i_plasma = i_p / c.Vi  # pmol/L
@@ -291,12 +304,6 @@ def _rhs_rows(
     np.subtract(c.m2 * i_p, c.m1_m30 * i_l, out=d_i_l)
     np.subtract(insulin_pmol_per_kg_min, c.ka1_kd * i_sc1, out=d_i_sc1)
     np.subtract(c.kd * i_sc1, c.ka2 * i_sc2, out=d_i_sc2)
-
-    # subcutaneous glucose (mg/kg/min)
-    np.multiply(c.ksc, g_p - g_sc, out=d_g_sc)
-
-    # simglucose: dxdt[i] = (x[i] >= 0) * dxdt[i] for the clamped states
-    out.array *= (x.array >= 0.0) | _UNCLAMPED_ROWS
 
 
 def _check_batch(params: ModelParams, x: np.ndarray) -> np.ndarray:
@@ -360,7 +367,7 @@ def derivatives(
 _RK4_STABLE_LAMBDA_H = 2.5
 
 
-def fastest_rate_per_min(params: ModelParams) -> np.ndarray:
+def fastest_rate_per_min(params: ModelParams, include_insulin: bool = True) -> np.ndarray:
     """Upper estimate (N,) of the fastest decay rate of the model's linear modes, 1/min.
 
     The largest of: kmax and kabs (gut), the exact faster eigenvalue of the
@@ -374,14 +381,16 @@ def fastest_rate_per_min(params: ModelParams) -> np.ndarray:
     det = (p.m2 + p.m4) * (p.m1 + p.m30) - p.m1 * p.m2
     insulin_pair = 0.5 * (trace + np.sqrt(np.maximum(trace * trace - 4.0 * det, 0.0)))
     glucose_pair = p.k1 + p.k2 + p.kp2 + p.ke1 + p.Vm0 / p.Km0
+    if not include_insulin:  # the gut and glucose modes only (insulin advanced exactly)
+        return np.max(np.stack([p.kmax, p.kabs, glucose_pair, p.ksc]), axis=0)
     return np.max(
         np.stack([p.kmax, p.kabs, insulin_pair, p.ka1 + p.kd, p.ka2, glucose_pair, p.p2u, p.ki, p.ksc]), axis=0
     )
 
 
-def stable_substeps(params: ModelParams, dt_min: float) -> int:
+def stable_substeps(params: ModelParams, dt_min: float, include_insulin: bool = True) -> int:
     """Fewest RK4 substeps per step of ``dt_min`` minutes that keep every patient's fastest mode stable."""
-    h_max = _RK4_STABLE_LAMBDA_H / float(np.max(fastest_rate_per_min(params)))
+    h_max = _RK4_STABLE_LAMBDA_H / float(np.max(fastest_rate_per_min(params, include_insulin)))
     return max(1, int(np.ceil(dt_min / h_max - 1e-12)))
 
 
@@ -417,6 +426,44 @@ class _RK4:
             k1.array += k4.array
             k1.array *= sixth
             x.array += k1.array
+        x_out[...] = x.array
+
+
+    def step_exact_insulin(self, x_in, x_out, eat_mg, insulin, g, c, h, substeps, dist, rows, mats) -> None:
+        """As :meth:`step`, with the insulin rows ``rows`` advanced exactly (``mats``: h/2 and h at once).
+
+        Runge-Kutta integrates the other states with the exact insulin values at
+        each stage time (t, t + h/2, t + h) as a known input.
+        """
+        from twin.exact_insulin import advance
+
+        x, stage = self.x, self.stage
+        k1, k2, k3, k4 = self.k
+        h_half, sixth = 0.5 * h, h / 6.0
+        x.array[...] = x_in
+        for _ in range(substeps):
+            both = advance(mats, x.array[rows], insulin)
+            y_half, y_full = both[:7], both[7:]
+            _rhs_rows(x, eat_mg, insulin, g, c, k1, dist, False)
+            np.multiply(k1.array, h_half, out=stage.array)
+            stage.array += x.array
+            stage.array[rows] = y_half
+            _rhs_rows(stage, eat_mg, insulin, g, c, k2, dist, False)
+            np.multiply(k2.array, h_half, out=stage.array)
+            stage.array += x.array
+            stage.array[rows] = y_half
+            _rhs_rows(stage, eat_mg, insulin, g, c, k3, dist, False)
+            np.multiply(k3.array, h, out=stage.array)
+            stage.array += x.array
+            stage.array[rows] = y_full
+            _rhs_rows(stage, eat_mg, insulin, g, c, k4, dist, False)
+            k2.array += k3.array
+            k2.array *= 2.0
+            k1.array += k2.array
+            k1.array += k4.array
+            k1.array *= sixth
+            x.array += k1.array
+            x.array[rows] = y_full
         x_out[...] = x.array
 
 
@@ -459,6 +506,7 @@ def simulate(
     dt_min: float = SAMPLE_TIME_MIN,
     substeps: int | None = None,
     disturbance_mg_per_kg_per_min: np.ndarray | None = None,
+    exact_insulin: bool = False,
 ) -> Trajectory:
     """Simulate N patients for T steps of ``dt_min`` minutes with piecewise-constant inputs.
 
@@ -487,7 +535,7 @@ def simulate(
     if not (np.isfinite(dt_min) and dt_min > 0.0):
         raise ValueError(f"dt_min must be > 0, got {dt_min}")
     if substeps is None:
-        substeps = stable_substeps(params, dt_min)
+        substeps = stable_substeps(params, dt_min, include_insulin=not exact_insulin)
     elif int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps}")
     substeps = int(substeps)
@@ -519,6 +567,10 @@ def simulate(
     eaten = np.zeros((steps, n))
     out[0] = x0.T
     rk4 = _RK4(n)
+    if exact_insulin:
+        from twin.exact_insulin import INSULIN_ROWS, half_and_full
+
+        rows, mats = INSULIN_ROWS, half_and_full(params, n, h)
     no_meal = np.zeros(n)
     gastric = _Gastric(meal.dbar_mg, c)
     busy = bool(meal.planned_g.any() or meal.eat_rate_g_per_min.any())
@@ -532,8 +584,12 @@ def simulate(
                 eaten[k] = rate
                 eat_mg = rate * MG_PER_G
                 gastric = _Gastric(meal.dbar_mg, c)
-        rk4.step(out[k], out[k + 1], eat_mg, insulin_pmol[k], gastric, c, h, substeps,
-                 None if dist_t is None else dist_t[k])
+        dist_k = None if dist_t is None else dist_t[k]
+        if exact_insulin:
+            rk4.step_exact_insulin(out[k], out[k + 1], eat_mg, insulin_pmol[k], gastric, c, h, substeps, dist_k,
+                                   rows, mats)
+        else:
+            rk4.step(out[k], out[k + 1], eat_mg, insulin_pmol[k], gastric, c, h, substeps, dist_k)
     states = out.transpose(2, 0, 1)  # (N, T+1, 13) view
     glucose = out[:, State.G_SC, :].T / c.Vg[:, None]
     return Trajectory(states=states, glucose_mg_dl=glucose, eat_rate_g_per_min=eaten.T, meal=meal, dt_min=float(dt_min))
