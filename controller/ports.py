@@ -121,7 +121,15 @@ class PumpOutcome:
 
 
 class PumpPort(Protocol):
-    """The pump, as the loop sees it (``firmware_bridge.PumpLink`` behind an adapter)."""
+    """The pump, as the loop sees it (``firmware_bridge.PumpLink`` behind an adapter).
+
+    Sequence numbers come from the port (the link also spends some on status
+    queries); the composition root starts it above the journal's highest seq.
+    """
+
+    def allocate_seq(self) -> int:
+        """A fresh sequence number, above every one used with this pump."""
+        ...
 
     def execute(self, order: PumpOrder) -> PumpOutcome:
         """Send the order (retries reuse its seq); ``unknown`` when no reply could be had."""

@@ -117,7 +117,6 @@ class ClosedLoop:
         self.validator = validator
         self.on_cycle = on_cycle
         self.cycle_no = journal.max_cycle()
-        self.seq = journal.max_seq()
         self.pending_carbs_g = 0.0
         self.last_cycle_time: datetime | None = None
         self.last_reading_time: datetime | None = None
@@ -128,7 +127,7 @@ class ClosedLoop:
         """Resolve in-flight orders, then rebuild the twin and IOB from the journal."""
         now = self.clock()
         report = RestoreReport()
-        self.journal.append("startup", now.isoformat(), {"cycle": self.cycle_no, "seq": self.seq})
+        self.journal.append("startup", now.isoformat(), {"cycle": self.cycle_no, "max_seq": self.journal.max_seq()})
         for event in self.journal.unanswered_commands():
             order = PumpOrder.from_dict(event.payload)
             outcome = self.pump.resolve(order)
@@ -255,13 +254,10 @@ class ClosedLoop:
 
     def _orders(self, time: datetime, dose: Dose) -> list[PumpOrder]:
         expires = time + timedelta(seconds=self.settings.command_validity_s)
-        orders = []
-        self.seq += 1
-        orders.append(PumpOrder(self.seq, "temp_basal", time, expires, rate_u_per_h=dose.basal_u_per_h,
-                                duration_min=self.settings.temp_basal_duration_min))
+        orders = [PumpOrder(self.pump.allocate_seq(), "temp_basal", time, expires, rate_u_per_h=dose.basal_u_per_h,
+                            duration_min=self.settings.temp_basal_duration_min)]
         if dose.bolus_u > 0:
-            self.seq += 1
-            orders.append(PumpOrder(self.seq, "bolus", time, expires, bolus_u=dose.bolus_u))
+            orders.append(PumpOrder(self.pump.allocate_seq(), "bolus", time, expires, bolus_u=dose.bolus_u))
         return orders
 
     def _confirmed(self, time: datetime, orders: list[PumpOrder],

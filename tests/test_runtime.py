@@ -28,10 +28,15 @@ class MemoryPump:
     """Executes orders at most once; can lose the reply of chosen seqs."""
 
     def __init__(self, lose_replies: set[int] | None = None) -> None:
+        self.next_seq = 1
         self.executed: dict[int, PumpOrder] = {}
         self.sends: list[int] = []
         self.lose_replies = lose_replies or set()
         self.rate_u_per_h = 0.8
+
+    def allocate_seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq - 1
 
     def execute(self, order: PumpOrder) -> PumpOutcome:
         self.sends.append(order.seq)
@@ -128,9 +133,9 @@ def test_restart_restores_iob_and_never_repeats_a_dose(tmp_path):
         feed(loop, source, clock, 0, 24, glucose=lambda k: 160.0 + 6.0 * k)  # rising: insulin given
         iob_before = loop.policy.supervisor.iob_u(clock.now)
         twin_before = loop.policy.estimator.glucose_mg_dl
-        seq_before = loop.seq
+        seq_before = pump.allocate_seq()
         # an order journaled but never answered (the loop died while sending it)
-        inflight = PumpOrder(seq_before + 1, "bolus", clock.now, clock.now + timedelta(minutes=2), bolus_u=0.5)
+        inflight = PumpOrder(seq_before, "bolus", clock.now, clock.now + timedelta(minutes=2), bolus_u=0.5)
         journal.append("command", clock.now.isoformat(), inflight.to_dict(), cycle=loop.cycle_no, seq=inflight.seq)
         pump.execute(inflight)  # the pump did execute it; the reply was lost with the process
     assert iob_before > 0.0
