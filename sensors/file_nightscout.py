@@ -209,3 +209,43 @@ def _number(value: Any) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+# --- single entries, for live sources (MQTT) ------------------------------------------
+
+
+def parse_nightscout_entry(entry: Any, subject: str = "", tz: tzinfo | str = UTC) -> GlucoseReading | Rejected:
+    """One Nightscout entry object (already decoded from JSON) to a reading, or the reason it is not one.
+
+    The same rules as :func:`parse_nightscout_json` for one entry (no de-duplication:
+    a live source leaves that to :mod:`sensors.validation`). Never raises on a bad
+    entry; raises ValueError only for an unknown ``tz``.
+    """
+    local = LocalTimes(resolve_tz(tz))
+    try:
+        outcome = _parse_entry(entry, subject, local)
+    except RecursionError:  # a pathologically nested value inside the entry
+        outcome = "malformed entry: nested too deeply"
+    if isinstance(outcome, str):
+        return Rejected(_raw(entry), None, outcome)
+    return outcome
+
+
+def nightscout_time(date: Any, date_string: Any, tz: tzinfo | str = UTC) -> datetime | str:
+    """A time from a Nightscout ``date`` (epoch ms) or, failing that, an ISO ``dateString``
+    (or a treatment's ``created_at``); otherwise the reason neither is usable.
+
+    A string without an offset is a local time in ``tz``.
+    """
+    entry = {"date": date, "dateString": date_string}
+    return _entry_time(entry, "", LocalTimes(resolve_tz(tz)))
+
+
+def nightscout_number(value: Any) -> float | None:
+    """A finite number from a JSON number or numeric string; None otherwise (bool included)."""
+    return _number(value)
+
+
+def raw_json(value: Any) -> str:
+    """Compact JSON of a decoded value for :attr:`Rejected.raw`, clipped to 200 characters."""
+    return _raw(value)

@@ -1,0 +1,259 @@
+"""Live reading validation (sensors.validation): every rejection reason, and properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sensors.reading import GlucoseReading, Rejected
+from sensors.validation import ACCEPTED, REASONS, ReadingValidator, ValidationSettings
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def reading(minutes: float, glucose: float, clipped: bool = False, subject: str = "") -> GlucoseReading:
+    return GlucoseReading(T0 + timedelta(minutes=minutes), glucose, "test", subject=subject, clipped=clipped)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def phrase(outcome: GlucoseReading | Rejected) -> str:
+    assert isinstance(outcome, Rejected), outcome
+    return next(p for p in REASONS if outcome.reason.startswith(p))
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_default_settings():
+    s = ValidationSettings()
+    assert (s.min_mg_dl, s.max_mg_dl) == (20.0, 600.0)
+    assert (s.max_future_s, s.max_age_min, s.max_rate_mg_dl_per_min) == (120.0, 15.0, 10.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_mg_dl": 0}, "min_mg_dl < max_mg_dl"),
+    ({"min_mg_dl": 500, "max_mg_dl": 400}, "min_mg_dl < max_mg_dl"),
+    ({"max_age_min": 0}, "max_age_min"),
+    ({"max_future_s": -1}, "max_future_s"),
+    ({"max_rate_mg_dl_per_min": float("nan")}, "max_rate_mg_dl_per_min"),
+    ({"max_rate_mg_dl_per_min": 0}, "max_rate_mg_dl_per_min"),
+    ({"rate_window_min": True}, "rate_window_min"),
+    ({"duplicate_memory": 0}, "duplicate_memory"),
+    ({"min_interval_s": "5"}, "min_interval_s"),
+])
+def test_settings_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ValidationSettings(**kwargs)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        ValidationSettings().max_age_min = 30  # type: ignore[misc]
+
+
+# --- each rule ----------------------------------------------------------------------------------
+
+
+def test_a_plausible_reading_is_returned_unchanged_and_counted():
+    v = ReadingValidator()
+    r = reading(0, 120)
+    assert v.check(r, at(1)) is r
+    assert v.counts[ACCEPTED] == 1
+    assert v.last_accepted() is r
+    assert set(v.counts) == {ACCEPTED, *REASONS}
+
+
+@pytest.mark.parametrize("glucose", [19.9, 600.1, 1000.0, 5.0])
+def test_glucose_out_of_range(glucose):
+    v = ReadingValidator()
+    out = v.check(reading(0, glucose), at(0))
+    assert phrase(out) == "glucose out of range"
+    assert out.line is None and "mg/dL" in out.raw
+    assert v.counts["glucose out of range"] == 1 and v.counts[ACCEPTED] == 0
+
+
+def test_clipped_low_and_high_are_accepted_even_after_a_jump():
+    v = ReadingValidator()
+    assert isinstance(v.check(reading(0, 150), at(0)), GlucoseReading)
+    # LOW five minutes after 150 would be an implausible rate for a number, but a clipped
+    # reading must reach the safety supervisor (it suspends insulin on it).
+    assert isinstance(v.check(reading(5, 40, clipped=True), at(5)), GlucoseReading)
+    assert isinstance(v.check(reading(10, 400, clipped=True), at(10)), GlucoseReading)
+    # A clipped value outside the physiological range is accepted too (the sensor's word).
+    assert isinstance(v.check(reading(15, 10, clipped=True), at(15)), GlucoseReading)
+    assert v.counts[ACCEPTED] == 4
+
+
+def test_reading_in_the_future():
+    v = ReadingValidator()
+    assert isinstance(v.check(reading(2, 120), at(0)), GlucoseReading)  # exactly 120 s ahead: allowed
+    out = v.check(reading(10, 120), at(7.9))
+    assert phrase(out) == "reading in the future"
+
+
+def test_stale_reading():
+    v = ReadingValidator()
+    assert isinstance(v.check(reading(0, 120), at(15)), GlucoseReading)  # exactly 15 min: allowed
+    out = v.check(reading(1, 120), at(16.5))
+    assert phrase(out) == "stale reading"
+    assert "15.5 min old" in out.reason
+
+
+def test_duplicate_same_time_same_value_and_different_value():
+    v = ReadingValidator()
+    v.check(reading(0, 120), at(0))
+    assert phrase(v.check(reading(0, 120), at(1))) == "duplicate"
+    out = v.check(reading(0, 121), at(1))
+    assert phrase(out) == "duplicate" and "different glucose" in out.reason
+
+
+def test_a_resent_older_reading_is_a_duplicate_not_out_of_order():
+    v = ReadingValidator()
+    for m in (0, 5, 10):
+        v.check(reading(m, 120 + m), at(m))
+    assert phrase(v.check(reading(5, 125), at(11))) == "duplicate"
+    assert phrase(v.check(reading(7, 125), at(11))) == "out of order"
+    assert v.counts["duplicate"] == 1 and v.counts["out of order"] == 1
+
+
+def test_min_interval_makes_close_readings_duplicates():
+    v = ReadingValidator(ValidationSettings(min_interval_s=30))
+    v.check(reading(0, 120), at(0))
+    out = v.check(reading(0.25, 121), at(0.25))
+    assert phrase(out) == "duplicate" and "min interval" in out.reason
+    assert isinstance(v.check(reading(0.5, 121), at(0.5)), GlucoseReading)
+
+
+def test_out_of_order():
+    v = ReadingValidator()
+    v.check(reading(5, 120), at(5))
+    out = v.check(reading(4, 120), at(6))
+    assert phrase(out) == "out of order"
+
+
+def test_implausible_rate_of_change():
+    v = ReadingValidator()
+    v.check(reading(0, 100), at(0))
+    out = v.check(reading(5, 170), at(5))  # 14 mg/dL/min
+    assert phrase(out) == "implausible rate of change"
+    assert "100 -> 170" in out.reason
+    # The rejected reading does not become the reference: 150 is plausible after 100.
+    assert isinstance(v.check(reading(10, 150), at(10)), GlucoseReading)
+
+
+def test_rate_allows_sensor_noise_between_close_readings():
+    v = ReadingValidator()
+    v.check(reading(0, 100), at(0))
+    assert isinstance(v.check(reading(0.5, 108), at(0.5)), GlucoseReading)  # 5 + 10*0.5 = 10 allowed
+
+
+def test_rate_is_scaled_by_the_gap():
+    v = ReadingValidator()
+    v.check(reading(0, 100), at(0))
+    # 20 minutes later, +150 mg/dL is 7.5 mg/dL/min: fast, but plausible over the gap.
+    assert isinstance(v.check(reading(20, 250), at(20)), GlucoseReading)
+
+
+def test_after_a_long_gap_any_in_range_value_is_accepted():
+    v = ReadingValidator()
+    v.check(reading(0, 60), at(0))
+    # +500 mg/dL in 31 min (16 mg/dL/min) is beyond the rate limit, but the gap exceeds the
+    # 30-minute window, so the new value is accepted and re-anchors the stream.
+    assert isinstance(v.check(reading(31, 560), at(31)), GlucoseReading)
+    v2 = ReadingValidator()
+    v2.check(reading(0, 60), at(0))
+    assert phrase(v2.check(reading(29, 560), at(29))) == "implausible rate of change"
+
+
+def test_history_is_per_subject():
+    v = ReadingValidator()
+    v.check(reading(5, 100, subject="a"), at(5))
+    assert isinstance(v.check(reading(0, 300, subject="b"), at(5)), GlucoseReading)
+    assert isinstance(v.check(reading(10, 102, subject="a"), at(10)), GlucoseReading)
+    assert v.last_accepted("b").glucose_mg_dl == 300
+
+
+def test_the_injected_clock_is_used_without_now():
+    now = [at(0)]
+    v = ReadingValidator(clock=lambda: now[0])
+    assert isinstance(v.check(reading(0, 120)), GlucoseReading)
+    now[0] = at(30)
+    assert phrase(v.check(reading(5, 120))) == "stale reading"
+
+
+def test_programming_errors_raise():
+    with pytest.raises(ValueError, match="clock"):
+        ReadingValidator().check(reading(0, 120))
+    with pytest.raises(ValueError, match="aware"):
+        ReadingValidator().check(reading(0, 120), datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="GlucoseReading"):
+        ReadingValidator().check({"glucose_mg_dl": 120}, at(0))  # type: ignore[arg-type]
+
+
+def test_every_reason_has_a_count():
+    v = ReadingValidator()
+    v.check(reading(0, 100), at(0))
+    v.check(reading(1, 5), at(1))             # out of range
+    v.check(reading(30, 100), at(1))          # future
+    v.check(reading(-30, 100), at(1))         # stale
+    v.check(reading(0, 100), at(1))           # duplicate
+    v.check(reading(5, 100), at(5))
+    v.check(reading(3, 100), at(5))           # out of order
+    v.check(reading(6, 200), at(6))           # rate
+    assert v.counts == {ACCEPTED: 2, **{p: 1 for p in REASONS}}
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+_near_minutes = st.floats(min_value=-60, max_value=60, allow_nan=False)
+_readings = st.builds(
+    GlucoseReading,
+    time=_times,
+    glucose_mg_dl=st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False),
+    source=st.just("fuzz"),
+    clipped=st.booleans(),
+)
+
+
+@settings(max_examples=150)
+@given(st.lists(st.tuples(_readings, _times), max_size=30))
+def test_check_never_raises_on_arbitrary_readings_and_times(pairs):
+    v = ReadingValidator()
+    for r, now in pairs:
+        out = v.check(r, now)
+        assert out is r or (isinstance(out, Rejected) and any(out.reason.startswith(p) for p in REASONS))
+    assert sum(v.counts.values()) == len(pairs)
+
+
+@settings(max_examples=150)
+@given(st.lists(st.tuples(_near_minutes, st.floats(min_value=1, max_value=700, allow_nan=False),
+                          st.booleans(), st.floats(min_value=-5, max_value=20, allow_nan=False)),
+                max_size=40))
+def test_accepted_readings_are_strictly_increasing_and_plausible(steps):
+    """A stream near the clock: what passes is in time order, fresh, and moves plausibly."""
+    s = ValidationSettings()
+    v = ReadingValidator(s)
+    clock = T0
+    accepted: list[GlucoseReading] = []
+    for offset_min, glucose, clipped, advance_min in steps:
+        clock += timedelta(minutes=max(advance_min, 0))
+        r = GlucoseReading(clock + timedelta(minutes=offset_min), glucose, "fuzz", clipped=clipped)
+        out = v.check(r, clock)
+        if isinstance(out, GlucoseReading):
+            assert -s.max_future_s <= (clock - out.time).total_seconds() <= s.max_age_min * 60
+            if accepted:
+                prev = accepted[-1]
+                assert out.time > prev.time
+                gap_min = (out.time - prev.time).total_seconds() / 60
+                if not (out.clipped or prev.clipped) and gap_min <= s.rate_window_min:
+                    change = abs(out.glucose_mg_dl - prev.glucose_mg_dl)
+                    assert change <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min + 1e-9
+            accepted.append(out)
+    assert v.counts[ACCEPTED] == len(accepted)
