@@ -143,7 +143,7 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     profile = _profile(data["profile"])
     try:
         limits = SafetyLimits.for_profile(profile, **data.get("limits", {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from None
     loop = dict(data.get("loop", {}))
     clock = loop.pop("clock", "system")
@@ -156,7 +156,7 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     publish_cycles = bool(loop.pop("publish_cycles", True))
     try:
         settings = LoopSettings(**loop)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"[loop]: {exc}") from None
     mqtt = _section(MqttEndpoint, data.get("mqtt", {}), "mqtt")
     sensor = _section(SensorEndpoint, data.get("sensor", {}), "sensor")
@@ -180,7 +180,7 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
 def _section(cls: type, values: dict[str, Any], name: str) -> Any:
     try:
         return cls(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{name}]: {exc}") from None
 
 
