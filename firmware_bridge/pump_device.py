@@ -1,0 +1,362 @@
+"""The virtual pump as a process: ``python -m firmware_bridge.pump_device --port PATH ...``.
+
+Reads command frames from a serial port (or MQTT with ``--mqtt-broker``),
+answers each with :class:`~firmware_bridge.virtual_pump.VirtualPump`, and
+persists the pump state to ``--state-file`` (temp file + fsync + os.replace)
+BEFORE it sends the reply of any command that changed it, so a restarted pump
+never executes a seq twice. An existing state file that cannot be read or
+validated stops the process (exit 2): starting from a fresh state would forget
+which seqs were executed.
+
+Clock: the wall clock, or with ``--hil-broker`` the lockstep HIL clock: each
+``{hil-prefix}/clock`` message ``{"t_ms": int}`` sets the pump's clock, and is
+answered on ``{hil-prefix}/pump_report`` with
+``{"t_ms", "basal_u_per_h", "bolus_u", "last_seq", "reservoir_u"}`` (QoS 1)
+after the state (including the "bolus since last report" counter) is
+persisted. Until the first clock message the pump's time is its persisted
+clock (0 for a new pump), so commands stamped with HIL time are refused as
+"expired" rather than executed on a wrong clock.
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 bad arguments or state file, 3 state
+could not be persisted (no reply is sent for the command concerned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .protocol import load_key_file
+from .transport import Transport, TransportError
+from .virtual_pump import PumpSettings, VirtualPump
+
+log = logging.getLogger("firmware_bridge.pump_device")
+
+POLL_S = 0.02
+HIL_POLL_S = 0.002
+WALL_ADVANCE_S = 1.0
+WALL_PERSIST_S = 10.0
+EXIT_OK, EXIT_USAGE, EXIT_PERSIST = 0, 2, 3
+
+
+class PersistError(RuntimeError):
+    pass
+
+
+def write_state_atomic(path: Path, state: dict[str, Any]) -> None:
+    """Write JSON to ``path`` durably: temp file, fsync, os.replace, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise PersistError(f"cannot persist pump state to {path}: {exc}") from exc
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """The saved state, None when the file does not exist; ValueError when it is unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"cannot read state file {path}: {exc}") from exc
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"state file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"state file {path} does not hold an object")
+    return state
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_clock_message(payload: bytes) -> int | None:
+    """``{"t_ms": int >= 0}`` -> t_ms; None for anything else."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    t_ms = message.get("t_ms") if isinstance(message, dict) else None
+    if isinstance(t_ms, int) and not isinstance(t_ms, bool) and 0 <= t_ms < 2**63:
+        return t_ms
+    return None
+
+
+class PumpProcess:
+    """The main loop, separated from argument parsing so tests can drive it in-process."""
+
+    def __init__(self, pump: VirtualPump, io: Transport, state_file: Path | None, *, hil: Any = None,
+                 ready_file: Path | None = None) -> None:
+        self.pump = pump
+        self.ready_file = ready_file
+        self.io = io
+        self.state_file = state_file
+        self.hil = hil
+        self.stop_event = threading.Event()
+        self._persisted_revision = -1
+        self._last_persist = 0.0
+        self._hil_started = False
+
+    def now_ms(self) -> int:
+        if self.hil is not None:
+            return self.pump.clock_ms or 0
+        return wall_clock_ms()
+
+    def persist(self) -> None:
+        if self.state_file is not None:
+            write_state_atomic(self.state_file, self.pump.state)
+        self._persisted_revision = self.pump.revision
+        self._last_persist = time.monotonic()
+
+    def handle_body(self, body: bytes) -> None:
+        revision = self.pump.revision
+        try:
+            reply = self.pump.handle(body, self.now_ms())
+        except Exception:  # the state machine must not raise on input; if it does, stay up
+            self.pump.counters["internal_error"] += 1
+            log.exception("pump failed on a %d-byte frame", len(body))
+            return
+        if self.pump.revision != revision:
+            self.persist()  # PersistError propagates: stop without replying
+        try:
+            self.io.send_frame(reply)
+        except TransportError as exc:
+            log.warning("reply not sent: %s", exc)
+
+    def handle_clock(self, t_ms: int) -> None:
+        if not self._hil_started:
+            self.pump.power_on(t_ms)
+            self._hil_started = True
+        else:
+            self.pump.advance(t_ms)
+        bolus_u, rate_u_per_h = self.pump.delivery_since_last_report()
+        self.persist()
+        report = {"t_ms": t_ms, "basal_u_per_h": rate_u_per_h, "bolus_u": bolus_u,
+                  "last_seq": self.pump.last_seq, "reservoir_u": self.pump.reservoir_u}
+        try:
+            self.hil.publish_report(json.dumps(report))
+        except TransportError as exc:
+            log.warning("pump_report for t_ms=%d not published: %s", t_ms, exc)
+
+    def run(self) -> int:
+        if self.hil is None:
+            self.pump.power_on(wall_clock_ms())
+        try:
+            self.persist()
+            if self.ready_file is not None:
+                try:
+                    self.ready_file.write_text("ready\n")
+                except OSError as exc:
+                    log.warning("cannot write the ready file: %s", exc)
+            last_advance = time.monotonic()
+            poll_s = POLL_S if self.hil is None else HIL_POLL_S
+            while not self.stop_event.is_set():
+                body = self.io.receive_frame(poll_s)
+                if body is not None:
+                    self.handle_body(body)
+                if self.hil is not None:
+                    for t_ms in self.hil.drain():
+                        self.handle_clock(t_ms)
+                elif time.monotonic() - last_advance >= WALL_ADVANCE_S:
+                    self.pump.advance(wall_clock_ms())
+                    last_advance = time.monotonic()
+                    if time.monotonic() - self._last_persist >= WALL_PERSIST_S:
+                        self.persist()
+            if self.hil is None:
+                self.pump.advance(wall_clock_ms())
+            self.persist()
+        except PersistError as exc:
+            log.error("%s; stopping", exc)
+            return EXIT_PERSIST
+        return EXIT_OK
+
+
+class HilClock:
+    """Subscribes to ``{prefix}/clock`` and publishes ``{prefix}/pump_report`` (MQTT v5, QoS 1)."""
+
+    def __init__(self, config: Any, prefix: str, device_id: str) -> None:
+        from .mqtt_transport import MqttSession
+
+        if not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
+            raise ValueError(f"--hil-prefix must be non-empty, without + # or a trailing /, got {prefix!r}")
+        self.clock_topic = f"{prefix}/clock"
+        self.report_topic = f"{prefix}/pump_report"
+        self._inbox: queue.Queue[bytes] = queue.Queue(maxsize=10_000)
+        self.ignored: dict[str, int] = {}
+        self.session = MqttSession(config, [self.clock_topic], self._on_message,
+                                   client_id=f"glucotwin-pump-{device_id}-hil-{os.getpid()}")
+
+    def start(self) -> "HilClock":
+        self.session.start()
+        return self
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            self._inbox.put_nowait(payload)
+        except queue.Full:
+            self.ignored["queue_full"] = self.ignored.get("queue_full", 0) + 1
+
+    def drain(self) -> list[int]:
+        times: list[int] = []
+        while True:
+            try:
+                payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return times
+            t_ms = parse_clock_message(payload)
+            if t_ms is None:
+                self.ignored["bad_clock_message"] = self.ignored.get("bad_clock_message", 0) + 1
+                log.warning("ignored clock message %r", payload[:80])
+            else:
+                times.append(t_ms)
+
+    def publish_report(self, text: str) -> None:
+        self.session.publish(self.report_topic, text, qos=1)
+
+    def stop(self) -> None:
+        self.session.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m firmware_bridge.pump_device",
+                                description="glucotwin reference virtual pump "
+                                            "(research software, not a medical device)")
+    where = p.add_argument_group("link to the host (one of)")
+    where.add_argument("--port", help="serial device to listen on (e.g. the pump side of a socat pty pair)")
+    where.add_argument("--baudrate", type=int, default=115200)
+    where.add_argument("--mqtt-broker", help="listen on MQTT instead: mqtt://host:port or mqtts://host:port")
+    where.add_argument("--mqtt-prefix", default="glucotwin",
+                       help="topics {prefix}/pump/{device_id}/cmd and /reply (default: glucotwin; "
+                       "deployments use glucotwin/SUBJECT, see deploy/mosquitto/acl)")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--key-file", required=True, help="the device key in hex (>= 16 bytes)")
+    p.add_argument("--state-file", help="persist the pump state here (strongly recommended)")
+    p.add_argument("--max-rate", type=float, default=5.0, help="max temp basal, U/h (default 5)")
+    p.add_argument("--max-bolus", type=float, default=10.0, help="max bolus, U (default 10)")
+    p.add_argument("--reservoir", type=float, default=300.0, help="reservoir of a new pump, U (default 300)")
+    p.add_argument("--scheduled-basal", type=float, default=1.0, help="programmed basal, U/h (default 1)")
+    p.add_argument("--bolus-increment", type=float, default=0.01, help="U (default 0.01)")
+    p.add_argument("--rate-increment", type=float, default=0.01, help="U/h (default 0.01)")
+    p.add_argument("--max-validity-s", type=float, default=300.0, help="longest command validity (default 300 s)")
+    hil = p.add_argument_group("hardware-in-the-loop lockstep clock")
+    hil.add_argument("--hil-broker", help="mqtt://host:port: take the clock from {hil-prefix}/clock")
+    hil.add_argument("--hil-prefix", help="e.g. glucotwin/SUBJECT/hil")
+    auth = p.add_argument_group("MQTT authentication (both brokers)")
+    auth.add_argument("--mqtt-username")
+    auth.add_argument("--mqtt-password-file", help="file holding the MQTT password")
+    auth.add_argument("--mqtt-ca-file", help="CA bundle for TLS")
+    auth.add_argument("--mqtt-cert-file")
+    auth.add_argument("--mqtt-key-file")
+    auth.add_argument("--mqtt-client-id", help="client id of the command connection (default: the username "
+                      "if given, as the deployment ACL's status topics expect, else a generated id)")
+    p.add_argument("--ready-file", help="write this file once the pump listens (HIL harness, service managers)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _broker_config(url: str, args: argparse.Namespace) -> Any:
+    from .mqtt_transport import BrokerConfig
+
+    password = None
+    if args.mqtt_password_file:
+        password = Path(args.mqtt_password_file).read_text(encoding="utf-8").strip()
+    return BrokerConfig.from_url(url, username=args.mqtt_username, password=password, tls_ca_file=args.mqtt_ca_file,
+                                 tls_cert_file=args.mqtt_cert_file, tls_key_file=args.mqtt_key_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s pump %(levelname)s %(message)s")
+    if bool(args.port) == bool(args.mqtt_broker):
+        log.error("give exactly one of --port and --mqtt-broker")
+        return EXIT_USAGE
+    if bool(args.hil_broker) != bool(args.hil_prefix):
+        log.error("--hil-broker and --hil-prefix go together")
+        return EXIT_USAGE
+    state_file = Path(args.state_file) if args.state_file else None
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a stale one from a previous run must not announce this one
+    try:
+        settings = PumpSettings(device_id=args.device_id, max_rate_u_per_h=args.max_rate, max_bolus_u=args.max_bolus,
+                                reservoir_u=args.reservoir, scheduled_basal_u_per_h=args.scheduled_basal,
+                                bolus_increment_u=args.bolus_increment, rate_increment_u_per_h=args.rate_increment,
+                                max_validity_s=args.max_validity_s)
+        key = load_key_file(args.key_file)
+        state = load_state(state_file) if state_file is not None else None
+        pump = VirtualPump(settings, key, state)
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    if state_file is None:
+        log.warning("no --state-file: a restart forgets executed seqs")
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    hil = None
+    io: Any = None
+    try:
+        if args.port:
+            from .serial_transport import SerialTransport
+
+            io = SerialTransport(args.port, args.baudrate, poll_s=HIL_POLL_S if args.hil_broker else POLL_S)
+        else:
+            from .mqtt_transport import MqttTransport
+
+            io = MqttTransport(_broker_config(args.mqtt_broker, args), settings.device_id, prefix=args.mqtt_prefix,
+                               role="pump", client_id=args.mqtt_client_id or args.mqtt_username)
+        if args.hil_broker:
+            hil = HilClock(_broker_config(args.hil_broker, args), args.hil_prefix, settings.device_id).start()
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        if io is not None:
+            io.close()
+        return EXIT_USAGE
+
+    process = PumpProcess(pump, io, state_file, hil=hil, ready_file=ready_file)
+    process.stop_event = stop
+    log.info("pump %s ready (last_seq %d, reservoir %.3f U, %s clock)", settings.device_id, pump.last_seq,
+             pump.reservoir_u, "HIL" if hil else "wall")
+    try:
+        code = process.run()
+    finally:
+        if hil is not None:
+            hil.stop()
+        io.close()
+    log.info("pump %s stopped (counters %s)", settings.device_id, dict(pump.counters))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,489 @@
+"""The reference pump firmware as a pure state machine (no clock reads, no I/O).
+
+:class:`VirtualPump` answers each command body with a reply body; the caller
+passes the pump's clock. Accounting is in integers (milli-units, and basal in
+milli-unit*ms/h with an exact remainder), as a C firmware would do it.
+
+Decision order for one received body (the first failing check answers):
+
+1. header/length/version/type  -> NAK malformed (seq 0 if the header is unreadable)
+2. device_id is not this pump -> NAK wrong_device
+3. HMAC tag                   -> NAK bad_tag
+4. payload fields             -> NAK malformed
+5. exact retry (seq in the ring and identical bytes) -> the cached reply, byte for byte
+6. STATUS -> STATUS_REPLY, for any seq and whatever its timestamps (it is
+   read-only); if seq > last_seq, last_seq = seq: a fence
+7. dose command with seq <= last_seq -> NAK replayed
+8. now > expires_at_ms, or a validity window longer than max_validity_s
+   (expires - issued, or expires - now)              -> NAK expired
+9. dose checks: over_limit, suspended, reservoir_empty -> NAK (consumed: recorded in the ring)
+10. execute -> ACK (recorded in the ring, last_seq = seq)
+
+Steps 1-5, 7 and 8 change nothing; steps 9-10 consume the seq. Hence each seq
+executes at most once, never after its expiry, never unauthenticated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from .protocol import (
+    COMMAND_TYPES,
+    MILLI_PER_U,
+    OUTCOME_EXECUTED,
+    RING_SIZE,
+    TAG_BYTES,
+    TAG_PREFIX_BYTES,
+    U32_MAX,
+    Ack,
+    BadField,
+    BadLength,
+    BadTag,
+    BadType,
+    BadVersion,
+    Command,
+    MsgType,
+    Nak,
+    NakReason,
+    ProtocolError,
+    PumpFlags,
+    PumpStatus,
+    RingEntry,
+    check_device_id,
+    check_key,
+    milli_floor,
+    peek_header,
+    verify_tag,
+)
+
+MS_PER_MIN = 60_000
+MS_PER_H = 3_600_000
+STATE_VERSION = 1
+
+
+def _positive(label: str, value: float, maximum: float | None = None) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{label} must be a finite number > 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{label} must be <= {maximum}, got {value!r}")
+
+
+def _whole_milli(label: str, value: float) -> int:
+    milli = value * MILLI_PER_U
+    if abs(milli - round(milli)) > 1e-6:
+        raise ValueError(f"{label} must be a multiple of 0.001, got {value!r}")
+    return round(milli)
+
+
+@dataclass(frozen=True)
+class PumpSettings:
+    """The pump's own configuration and hard limits (independent of the host's).
+
+    Attributes
+    ----------
+    device_id: 1-16 characters of [A-Za-z0-9._-].
+    max_rate_u_per_h: a TEMP_BASAL above this is refused (over_limit), never clipped.
+    max_bolus_u: a BOLUS above this is refused (over_limit).
+    reservoir_u: insulin in a fresh pump's reservoir.
+    scheduled_basal_u_per_h: the programmed basal (rounded down to ``rate_increment_u_per_h``).
+    bolus_increment_u, rate_increment_u_per_h: delivery resolution; commanded
+        amounts are rounded DOWN to it (never more than commanded). Multiples of 0.001.
+    max_validity_s: the longest validity window accepted, both expires - issued
+        and expires - the pump's now.
+    max_temp_duration_min: the longest temp basal accepted.
+    """
+
+    device_id: str
+    max_rate_u_per_h: float
+    max_bolus_u: float
+    reservoir_u: float
+    scheduled_basal_u_per_h: float
+    bolus_increment_u: float = 0.01
+    rate_increment_u_per_h: float = 0.01
+    max_validity_s: float = 300.0
+    max_temp_duration_min: int = 1440
+
+    def __post_init__(self) -> None:
+        check_device_id(self.device_id)
+        limit_u = U32_MAX / MILLI_PER_U
+        _positive("max_rate_u_per_h", self.max_rate_u_per_h, limit_u)
+        _positive("max_bolus_u", self.max_bolus_u, limit_u)
+        if not (isinstance(self.reservoir_u, (int, float)) and math.isfinite(self.reservoir_u)
+                and 0 <= self.reservoir_u <= limit_u):
+            raise ValueError(f"reservoir_u must be in [0, {limit_u}], got {self.reservoir_u!r}")
+        if not (isinstance(self.scheduled_basal_u_per_h, (int, float)) and math.isfinite(self.scheduled_basal_u_per_h)
+                and 0 <= self.scheduled_basal_u_per_h <= self.max_rate_u_per_h):
+            raise ValueError(f"scheduled_basal_u_per_h must be in [0, max_rate_u_per_h={self.max_rate_u_per_h}], "
+                             f"got {self.scheduled_basal_u_per_h!r}")
+        _positive("bolus_increment_u", self.bolus_increment_u, self.max_bolus_u)
+        _positive("rate_increment_u_per_h", self.rate_increment_u_per_h, self.max_rate_u_per_h)
+        _whole_milli("bolus_increment_u", self.bolus_increment_u)
+        _whole_milli("rate_increment_u_per_h", self.rate_increment_u_per_h)
+        _positive("max_validity_s", self.max_validity_s)
+        if not isinstance(self.max_temp_duration_min, int) or not 1 <= self.max_temp_duration_min <= 0xFFFF:
+            raise ValueError("max_temp_duration_min must be an integer in [1, 65535], "
+                             f"got {self.max_temp_duration_min!r}")
+
+    @property
+    def max_rate_milli_u_per_h(self) -> int:
+        return milli_floor(self.max_rate_u_per_h)
+
+    @property
+    def max_bolus_milli_u(self) -> int:
+        return milli_floor(self.max_bolus_u)
+
+    @property
+    def bolus_increment_milli_u(self) -> int:
+        return _whole_milli("bolus_increment_u", self.bolus_increment_u)
+
+    @property
+    def rate_increment_milli_u_per_h(self) -> int:
+        return _whole_milli("rate_increment_u_per_h", self.rate_increment_u_per_h)
+
+    @property
+    def scheduled_rate_milli_u_per_h(self) -> int:
+        return _round_down(milli_floor(self.scheduled_basal_u_per_h), self.rate_increment_milli_u_per_h)
+
+    @property
+    def max_validity_ms(self) -> int:
+        return int(self.max_validity_s * 1000)
+
+
+def _round_down(amount: int, increment: int) -> int:
+    return amount - amount % increment
+
+
+_DETAIL = {BadLength: "bad length", BadVersion: "bad version", BadType: "unknown msg_type",
+           BadField: "bad field", BadTag: "tag does not verify"}
+
+
+def _detail(exc: ProtocolError) -> str:
+    return _DETAIL.get(type(exc), "malformed")
+
+
+class VirtualPump:
+    """The pump firmware. ``handle`` answers one message body; ``advance`` runs the clock.
+
+    ``state`` is a JSON-serializable dict; ``VirtualPump(settings, key, state)``
+    restores it (ValueError if it is not a valid state for this device).
+    ``revision`` increases whenever a command changed the state that must be
+    durable before its reply is sent (a process persists when it changes).
+    ``counters`` counts outcomes by name (not persisted).
+    """
+
+    def __init__(self, settings: PumpSettings, key: bytes, state: dict[str, Any] | None = None) -> None:
+        if not isinstance(settings, PumpSettings):
+            raise TypeError("settings must be PumpSettings")
+        self.settings = settings
+        self._key = check_key(key)
+        self._s = _fresh_state(settings) if state is None else _checked_state(state, settings)
+        self.revision = 0
+        self.counters: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def clock_ms(self) -> int | None:
+        """The pump's clock: the latest time it was given, None before the first."""
+        return self._s["clock_ms"]
+
+    def power_on(self, now_ms: int) -> None:
+        """Set the clock after a restart WITHOUT delivering basal for the time the pump was off."""
+        clock = self._s["clock_ms"]
+        self._s["clock_ms"] = now_ms if clock is None else max(clock, now_ms)
+        self._expire_temp()
+
+    def advance(self, now_ms: int) -> None:
+        """Run the pump up to ``now_ms``: deliver basal, end an expired temp basal.
+
+        The clock never goes back: an earlier ``now_ms`` is ignored (counted).
+        The first time ever given only sets the clock.
+        """
+        s = self._s
+        if s["clock_ms"] is None:
+            s["clock_ms"] = now_ms
+            return
+        if now_ms < s["clock_ms"]:
+            self.counters["clock_backwards"] += 1
+            return
+        t = s["clock_ms"]
+        while t < now_ms:
+            end = now_ms
+            if s["temp_end_ms"] is not None and s["temp_end_ms"] > t:
+                end = min(end, s["temp_end_ms"])
+            self._deliver_basal(self._running_rate() * (end - t))
+            t = end
+            s["clock_ms"] = t
+            self._expire_temp()
+        s["clock_ms"] = now_ms
+
+    def _expire_temp(self) -> None:
+        s = self._s
+        if s["temp_end_ms"] is not None and s["clock_ms"] >= s["temp_end_ms"]:
+            s["temp_end_ms"] = None
+            s["temp_rate_milli_u_per_h"] = 0
+
+    def _deliver_basal(self, milli_u_ms_per_h: int) -> None:
+        s = self._s
+        s["basal_residual"] += milli_u_ms_per_h
+        milli_u, s["basal_residual"] = divmod(s["basal_residual"], MS_PER_H)
+        if milli_u >= s["reservoir_milli_u"]:
+            milli_u = s["reservoir_milli_u"]
+            s["basal_residual"] = 0
+        s["reservoir_milli_u"] -= milli_u
+        s["basal_total_milli_u"] += milli_u
+
+    # ------------------------------------------------------------------ views
+    def _temp_active(self) -> bool:
+        s = self._s
+        return s["temp_end_ms"] is not None and s["clock_ms"] is not None and s["clock_ms"] < s["temp_end_ms"]
+
+    def _running_rate(self) -> int:
+        s = self._s
+        if s["suspended"] or s["reservoir_milli_u"] == 0:
+            return 0
+        if self._temp_active():
+            return s["temp_rate_milli_u_per_h"]
+        return self.settings.scheduled_rate_milli_u_per_h
+
+    def _temp_remaining_min(self) -> int:
+        if not self._temp_active():
+            return 0
+        return -(-(self._s["temp_end_ms"] - self._s["clock_ms"]) // MS_PER_MIN)
+
+    def _flags(self) -> int:
+        flags = PumpFlags(0)
+        if self._s["suspended"]:
+            flags |= PumpFlags.SUSPENDED
+        if self._temp_active():
+            flags |= PumpFlags.TEMP_BASAL_ACTIVE
+        if self._s["reservoir_milli_u"] == 0:
+            flags |= PumpFlags.RESERVOIR_EMPTY
+        return int(flags)
+
+    @property
+    def last_seq(self) -> int:
+        return self._s["last_seq"]
+
+    @property
+    def running_rate_u_per_h(self) -> float:
+        return self._running_rate() / MILLI_PER_U
+
+    @property
+    def reservoir_u(self) -> float:
+        return self._s["reservoir_milli_u"] / MILLI_PER_U
+
+    @property
+    def bolus_delivered_total_u(self) -> float:
+        return self._s["bolus_total_milli_u"] / MILLI_PER_U
+
+    @property
+    def basal_delivered_total_u(self) -> float:
+        return self._s["basal_total_milli_u"] / MILLI_PER_U
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A deep copy of the state as JSON-serializable plain data."""
+        copy = dict(self._s)
+        copy["ring"] = [dict(entry) for entry in self._s["ring"]]
+        return copy
+
+    def status(self, seq: int = 0) -> PumpStatus:
+        s = self._s
+        ring = tuple(RingEntry(e["seq"], MsgType(e["msg_type"]), e["outcome"], e["bolus_milli_u"],
+                               e["rate_milli_u_per_h"], e["duration_min"], bytes.fromhex(e["tag_prefix"]))
+                     for e in reversed(s["ring"]))
+        return PumpStatus(self.settings.device_id, seq, s["clock_ms"] or 0, s["last_seq"], self._flags(),
+                          self._running_rate(), self.settings.scheduled_rate_milli_u_per_h,
+                          self._temp_remaining_min(), s["reservoir_milli_u"], s["bolus_total_milli_u"],
+                          s["basal_total_milli_u"], ring)
+
+    def delivery_since_last_report(self) -> tuple[float, float]:
+        """(bolus_u delivered since the previous call, basal rate running now in U/h); resets the bolus sum."""
+        bolus_milli_u, self._s["bolus_since_report_milli_u"] = self._s["bolus_since_report_milli_u"], 0
+        return bolus_milli_u / MILLI_PER_U, self._running_rate() / MILLI_PER_U
+
+    # ------------------------------------------------------------------ commands
+    def handle(self, frame_body: bytes, now_ms: int) -> bytes:
+        """Answer one received message body at the pump's time ``now_ms``; never raises on input."""
+        self.advance(now_ms)
+        now = self._s["clock_ms"]
+        self.counters["received"] += 1
+        try:
+            header = peek_header(frame_body)
+        except ProtocolError as exc:
+            return self._nak(0, NakReason.MALFORMED, _detail(exc))
+        if header.msg_type not in COMMAND_TYPES:
+            return self._nak(header.seq, NakReason.MALFORMED, "not a command")
+        if header.device_id != self.settings.device_id:
+            return self._nak(header.seq, NakReason.WRONG_DEVICE, "wrong device_id")
+        try:
+            verify_tag(frame_body, self._key)
+        except BadTag as exc:
+            return self._nak(header.seq, NakReason.BAD_TAG, _detail(exc))
+        try:
+            command = Command.decode(frame_body, self._key)
+        except ProtocolError as exc:
+            return self._nak(header.seq, NakReason.MALFORMED, _detail(exc))
+
+        digest = hashlib.sha256(frame_body).hexdigest()
+        for entry in self._s["ring"]:
+            if entry["seq"] == command.seq and entry["sha256"] == digest:
+                self.counters["exact_retry"] += 1
+                return bytes.fromhex(entry["reply"])
+
+        if command.msg_type == MsgType.STATUS:
+            if command.seq > self._s["last_seq"]:
+                self._s["last_seq"] = command.seq
+                self.revision += 1
+            self.counters["status"] += 1
+            return self.status(command.seq).encode(self._key)
+        if command.seq <= self._s["last_seq"]:
+            return self._nak(command.seq, NakReason.REPLAYED, f"seq <= last_seq {self._s['last_seq']}"[:31])
+        if now > command.expires_at_ms:
+            return self._nak(command.seq, NakReason.EXPIRED, "now > expires_at_ms")
+        max_validity_ms = self.settings.max_validity_ms
+        if command.expires_at_ms - command.issued_at_ms > max_validity_ms:
+            return self._nak(command.seq, NakReason.EXPIRED, "validity window too long")
+        if command.expires_at_ms - now > max_validity_ms:
+            return self._nak(command.seq, NakReason.EXPIRED, "expiry too far ahead of pump")
+        return self._execute(command, frame_body)
+
+    def _execute(self, command: Command, body: bytes) -> bytes:
+        s, settings = self._s, self.settings
+        bolus = rate = duration = 0
+        refusal: tuple[NakReason, str] | None = None
+        if command.msg_type == MsgType.BOLUS:
+            bolus = _round_down(command.bolus_milli_u, settings.bolus_increment_milli_u)
+            if command.bolus_milli_u > settings.max_bolus_milli_u:
+                refusal = NakReason.OVER_LIMIT, "bolus above pump max"
+            elif s["suspended"]:
+                refusal = NakReason.SUSPENDED, "pump suspended"
+            elif bolus > s["reservoir_milli_u"]:
+                refusal = NakReason.RESERVOIR_EMPTY, "bolus exceeds reservoir"
+        elif command.msg_type == MsgType.TEMP_BASAL and command.duration_min > 0:
+            if command.rate_milli_u_per_h > settings.max_rate_milli_u_per_h:
+                refusal = NakReason.OVER_LIMIT, "rate above pump max"
+            elif command.duration_min > settings.max_temp_duration_min:
+                refusal = NakReason.OVER_LIMIT, "duration above pump max"
+            elif s["suspended"]:
+                refusal = NakReason.SUSPENDED, "pump suspended"
+            elif s["reservoir_milli_u"] == 0:
+                refusal = NakReason.RESERVOIR_EMPTY, "reservoir empty"
+
+        if refusal is not None:
+            reply = self._nak(command.seq, *refusal)
+            self._record(command, refusal[0], 0, 0, 0, body, reply)
+            return reply
+
+        if command.msg_type == MsgType.BOLUS:
+            s["reservoir_milli_u"] -= bolus
+            s["bolus_total_milli_u"] += bolus
+            s["bolus_since_report_milli_u"] += bolus
+        elif command.msg_type == MsgType.TEMP_BASAL:
+            if command.duration_min == 0:
+                s["temp_end_ms"], s["temp_rate_milli_u_per_h"] = None, 0
+            else:
+                s["temp_rate_milli_u_per_h"] = _round_down(command.rate_milli_u_per_h,
+                                                           settings.rate_increment_milli_u_per_h)
+                s["temp_end_ms"] = s["clock_ms"] + command.duration_min * MS_PER_MIN
+        elif command.msg_type == MsgType.SUSPEND:
+            s["suspended"] = True
+            s["temp_end_ms"], s["temp_rate_milli_u_per_h"] = None, 0
+        elif command.msg_type == MsgType.RESUME:
+            s["suspended"] = False
+        rate, duration = self._running_rate(), self._temp_remaining_min()
+        ack = Ack(settings.device_id, command.seq, s["clock_ms"], bolus, rate, duration, self._flags())
+        reply = ack.encode(self._key)
+        self.counters["executed"] += 1
+        self._record(command, OUTCOME_EXECUTED, bolus, rate, duration, body, reply)
+        return reply
+
+    def _record(self, command: Command, outcome: int, bolus: int, rate: int, duration: int, command_body: bytes,
+                reply: bytes) -> None:
+        s = self._s
+        s["ring"].append({"seq": command.seq, "msg_type": int(command.msg_type), "outcome": int(outcome),
+                          "bolus_milli_u": bolus, "rate_milli_u_per_h": rate, "duration_min": duration,
+                          "tag_prefix": command_body[-TAG_BYTES:][:TAG_PREFIX_BYTES].hex(),
+                          "sha256": hashlib.sha256(command_body).hexdigest(), "reply": reply.hex()})
+        del s["ring"][:-RING_SIZE]
+        s["last_seq"] = command.seq
+        self.revision += 1
+
+    def _nak(self, seq: int, reason: NakReason, detail: str) -> bytes:
+        self.counters[f"nak_{reason.name.lower()}"] += 1
+        return Nak(self.settings.device_id, seq, self._s["clock_ms"] or 0, reason, detail).encode(self._key)
+
+
+# ---------------------------------------------------------------------- state
+
+
+def _fresh_state(settings: PumpSettings) -> dict[str, Any]:
+    return {
+        "state_version": STATE_VERSION,
+        "device_id": settings.device_id,
+        "clock_ms": None,
+        "last_seq": 0,
+        "suspended": False,
+        "temp_rate_milli_u_per_h": 0,
+        "temp_end_ms": None,
+        "reservoir_milli_u": milli_floor(settings.reservoir_u),
+        "bolus_total_milli_u": 0,
+        "basal_total_milli_u": 0,
+        "basal_residual": 0,
+        "bolus_since_report_milli_u": 0,
+        "ring": [],
+    }
+
+
+_RING_KEYS = {"seq", "msg_type", "outcome", "bolus_milli_u", "rate_milli_u_per_h", "duration_min", "tag_prefix",
+              "sha256", "reply"}
+
+
+def _checked_state(state: dict[str, Any], settings: PumpSettings) -> dict[str, Any]:
+    """Validate a restored state; ValueError with the reason when it is not usable."""
+    if not isinstance(state, dict):
+        raise ValueError("pump state must be a dict")
+    expected = _fresh_state(settings)
+    if set(state) != set(expected):
+        raise ValueError(f"pump state keys differ: missing {sorted(set(expected) - set(state))}, "
+                         f"unexpected {sorted(set(state) - set(expected))}")
+    if state["state_version"] != STATE_VERSION:
+        raise ValueError(f"pump state version {state['state_version']!r}, expected {STATE_VERSION}")
+    if state["device_id"] != settings.device_id:
+        raise ValueError(f"pump state is for device {state['device_id']!r}, not {settings.device_id!r}")
+
+    def is_uint(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("last_seq", "temp_rate_milli_u_per_h", "reservoir_milli_u", "bolus_total_milli_u",
+                "basal_total_milli_u", "basal_residual", "bolus_since_report_milli_u"):
+        if not is_uint(state[key]):
+            raise ValueError(f"pump state {key} must be a non-negative integer, got {state[key]!r}")
+    for key in ("clock_ms", "temp_end_ms"):
+        if state[key] is not None and not is_uint(state[key]):
+            raise ValueError(f"pump state {key} must be null or a non-negative integer, got {state[key]!r}")
+    if not isinstance(state["suspended"], bool):
+        raise ValueError("pump state suspended must be a boolean")
+    ring = state["ring"]
+    if not isinstance(ring, list) or len(ring) > RING_SIZE:
+        raise ValueError(f"pump state ring must be a list of at most {RING_SIZE} entries")
+    for entry in ring:
+        if not isinstance(entry, dict) or set(entry) != _RING_KEYS:
+            raise ValueError(f"pump state ring entry must have keys {sorted(_RING_KEYS)}")
+        try:
+            RingEntry(entry["seq"], MsgType(entry["msg_type"]), entry["outcome"], entry["bolus_milli_u"],
+                      entry["rate_milli_u_per_h"], entry["duration_min"], bytes.fromhex(entry["tag_prefix"]))
+            bytes.fromhex(entry["reply"])
+            if len(bytes.fromhex(entry["sha256"])) != 32:
+                raise ValueError("sha256 must be 32 bytes")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"pump state ring entry {entry.get('seq')!r}: {exc}") from None
+        if entry["seq"] > state["last_seq"]:
+            raise ValueError("pump state ring holds a seq above last_seq")
+    copy = dict(state)
+    copy["ring"] = [dict(entry) for entry in ring]
+    return copy
