@@ -12,6 +12,9 @@
     target_mg_dl = 120
     basal = [{start = "00:00", rate_u_per_h = 0.8}, {start = "06:00", rate_u_per_h = 1.0}]
 
+    [twin]                         # optional
+    prior = "prior.json"           # population prior (default: the one shipped in twin/data)
+
     [limits]                       # optional; defaults come from the profile
     max_basal_u_per_h = 3.0
     max_bolus_u = 5.0
@@ -50,11 +53,14 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.runtime import LoopSettings
 from controller.safety import SafetyLimits
 from twin.profile import BasalSegment, PatientProfile
+
+if TYPE_CHECKING:
+    from twin.personalize import PopulationPrior
 
 
 class ConfigError(ValueError):
@@ -119,6 +125,7 @@ class LiveConfig:
     sensor: SensorEndpoint
     pump: PumpEndpoint
     publish_cycles: bool = True
+    prior_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -134,7 +141,7 @@ def load_config(path: str | Path) -> LiveConfig:
 
 
 def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
-    known = {"profile", "limits", "loop", "mqtt", "sensor", "pump"}
+    known = {"profile", "twin", "limits", "loop", "mqtt", "sensor", "pump"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(unknown)}")
@@ -174,7 +181,29 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     journal_path = Path(journal)
     if not journal_path.is_absolute():
         journal_path = base / journal_path
-    return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles, data)
+    twin = dict(data.get("twin", {}))
+    prior = twin.pop("prior", None)
+    if twin:
+        raise ConfigError(f"[twin]: unknown key(s) {', '.join(sorted(twin))}")
+    prior_path = None
+    if prior is not None:
+        prior_path = Path(prior) if Path(prior).is_absolute() else base / prior
+    return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles,
+                      prior_path, data)
+
+
+def load_prior(config: LiveConfig) -> "PopulationPrior":
+    """The configured population prior, or the shipped one."""
+    import json
+
+    from twin.personalize import PopulationPrior, default_prior
+
+    if config.prior_path is None:
+        return default_prior()
+    try:
+        return PopulationPrior.from_dict(json.loads(config.prior_path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"[twin] prior {config.prior_path}: cannot be read ({exc})") from None
 
 
 def _section(cls: type, values: dict[str, Any], name: str) -> Any:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +26,26 @@ from twin.personalize import Twin
 
 @dataclass(frozen=True)
 class ControlSettings:
+    """Estimator and MPC tuning, and the pump's dose resolution.
+
+    pump_increment_u: doses are rounded down to this many units (bolus) and U/h
+        (basal) before they are booked, so the dose recorded is one the pump can
+        give exactly. 0.001 is the wire protocol's resolution (firmware_bridge).
+    """
+
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
     mpc: MPCSettings = field(default_factory=MPCSettings)
+    pump_increment_u: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.pump_increment_u) and 0.0 < self.pump_increment_u <= 0.1):
+            raise ValueError(f"pump_increment_u must be in (0, 0.1], got {self.pump_increment_u}")
+
+
+def floor_to_increment(amount: float, increment: float) -> float:
+    """``amount`` rounded down to a whole number of ``increment`` (never more than asked)."""
+    steps = math.floor(round(amount / increment, 6))
+    return round(steps * increment, 9)
 
 
 class TwinMPCPolicy:
@@ -93,7 +112,9 @@ class TwinMPCPolicy:
             mpc_status, plan = result.status, result.plan_u_per_h
             proposal = Dose(result.basal_u_per_h, result.bolus_u, _explain(result, scheduled))
         safe = self.supervisor.bound(proposal, inp.time, inp.cycle_min)
-        dose = safe.dose
+        inc = self.settings.pump_increment_u
+        dose = Dose(floor_to_increment(safe.dose.basal_u_per_h, inc), floor_to_increment(safe.dose.bolus_u, inc),
+                    safe.dose.reason)
         if assume_delivered:
             self.record_delivery(inp.time, dose.basal_u_per_h, inp.cycle_min, dose.bolus_u)
         self.last_cycle_ms = (time.perf_counter() - tic) * 1000.0

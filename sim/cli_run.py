@@ -1,0 +1,38 @@
+"""``glucotwin run --config FILE``: the live loop (MQTT or serial CGM in, pump out)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sim.cli import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the live closed loop from a TOML config (research use only, not a medical device)",
+        description=(
+            "Run the closed loop: CGM readings from MQTT or a serial line, the twin estimator, the MPC "
+            "and the safety supervisor, commands to the pump over serial or MQTT, everything journaled "
+            "to SQLite before it is acted on. Prints one status line per cycle: time, glucose, trend, "
+            "30/60-minute forecasts, the delivered basal and bolus, insulin on board, the pump's answer "
+            "and the reason for the dose. See deploy/glucotwin.example.toml."
+        ),
+    )
+    p.add_argument("--config", type=Path, required=True, metavar="FILE", help="TOML configuration")
+    p.add_argument("--ready-file", type=Path, default=None, metavar="FILE",
+                   help="write this file once the loop listens (used by the HIL harness and service managers)")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from controller.live_config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    from sim.live import run_live
+
+    return run_live(config, ready_file=args.ready_file)

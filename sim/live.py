@@ -1,0 +1,218 @@
+"""The composition root of the live loop: config in, running ``ClosedLoop`` out.
+
+``glucotwin run --config FILE`` calls :func:`run_live`. This module plugs the
+real adapters into the controller's ports: an MQTT or serial CGM source and
+the reading validator from ``sensors/``, the pump link from
+``firmware_bridge/`` behind :class:`PumpLinkPort`, the SQLite journal, and a
+clock (the system's, or the readings' own times in lockstep HIL runs).
+
+It imports nothing from simglucose, pandas or matplotlib: this is what runs
+on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from controller.journal import Journal
+from controller.live_config import LiveConfig, load_prior
+from controller.ports import PumpOrder, PumpOutcome
+from controller.runtime import ClosedLoop, CycleResult
+from controller.twin_policy import TwinMPCPolicy
+from twin.personalize import personalize
+
+MS_PER_S = 1000.0
+
+
+def _ms(t: datetime) -> int:
+    return int(round(t.timestamp() * MS_PER_S))
+
+
+class PumpLinkPort:
+    """``firmware_bridge.PumpLink`` as the controller's :class:`~controller.ports.PumpPort`."""
+
+    def __init__(self, link: Any, device_id: str) -> None:
+        self.link = link
+        self.device_id = device_id
+
+    def allocate_seq(self) -> int:
+        return int(self.link.allocate_seq())
+
+    def _command(self, order: PumpOrder) -> Any:
+        from firmware_bridge.protocol import Command
+
+        issued, expires = _ms(order.issued_at), _ms(order.expires_at)
+        if order.kind == "temp_basal":
+            return Command.temp_basal(order.seq, self.device_id, order.rate_u_per_h, int(round(order.duration_min)),
+                                      issued, expires)
+        return Command.bolus(order.seq, self.device_id, order.bolus_u, issued, expires)
+
+    def execute(self, order: PumpOrder) -> PumpOutcome:
+        return self._outcome(order, self.link.send(self._command(order)))
+
+    def resolve(self, order: PumpOrder) -> PumpOutcome:
+        return self._outcome(order, self.link.resolve(self._command(order)))
+
+    @staticmethod
+    def _outcome(order: PumpOrder, outcome: Any) -> PumpOutcome:
+        if outcome.status == "ack" and outcome.ack is not None:
+            ack = outcome.ack
+            return PumpOutcome(order.seq, "ack", ack.bolus_milli_u / 1000.0, ack.rate_milli_u_per_h / 1000.0,
+                               outcome.detail)
+        if outcome.status == "nak" and outcome.nak is not None:
+            return PumpOutcome(order.seq, "nak", reason=f"{outcome.nak.reason.name.lower()}: {outcome.detail}")
+        return PumpOutcome(order.seq, outcome.status, reason=outcome.detail)
+
+
+class ReadingClock:
+    """Lockstep clock for HIL: the newest reading or announcement time seen."""
+
+    def __init__(self) -> None:
+        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def observe(self, item: Any) -> None:
+        t = getattr(item, "time", None)
+        if isinstance(t, datetime) and t > self.now:
+            self.now = t
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_source(config: LiveConfig, clock: Callable[[], datetime]) -> Any:
+    if config.sensor.transport == "serial":
+        from sensors.serial_source import SerialCgmSource
+
+        return SerialCgmSource(config.sensor.port, baudrate=config.sensor.baudrate, mode=config.sensor.mode,
+                               clock=clock)
+    return _mqtt_source(config, client_role="loop")
+
+
+def _mqtt_settings(config: LiveConfig, client_role: str) -> Any:
+    from sensors.mqtt_source import MqttSettings
+
+    m = config.mqtt
+    return MqttSettings(host=m.host, port=m.port, client_id=m.client_id or f"{client_role}-{m.subject}",
+                        username=m.username or None, password=(m.password() or None) if m.username else None,
+                        tls_ca_file=m.tls_ca_file or None, tls_cert_file=m.tls_cert_file or None,
+                        tls_key_file=m.tls_key_file or None, topic_prefix=m.topic_prefix, subject=m.subject)
+
+
+def _mqtt_source(config: LiveConfig, client_role: str) -> Any:
+    from sensors.mqtt_source import MqttCgmSource
+
+    source = MqttCgmSource(_mqtt_settings(config, client_role))
+    source.start()
+    return source
+
+
+def build_pump(config: LiveConfig, first_seq: int) -> PumpLinkPort:
+    from firmware_bridge.pump_link import PumpLink
+
+    p = config.pump
+    if p.transport == "serial":
+        from firmware_bridge.serial_transport import SerialTransport
+
+        transport: Any = SerialTransport(p.port, p.baudrate)
+    else:
+        from firmware_bridge.mqtt_transport import MqttTransport
+
+        m = config.mqtt
+        transport = MqttTransport.from_url(f"mqtt://{m.host}:{m.port}", p.device_id,
+                                           prefix=f"{m.topic_prefix}/{m.subject}",
+                                           username=m.username or None, password=m.password() or None,
+                                           tls_ca_file=m.tls_ca_file or None, tls_cert_file=m.tls_cert_file or None,
+                                           tls_key_file=m.tls_key_file or None)
+    link = PumpLink(transport, p.device_id, p.key(), reply_timeout_s=p.reply_timeout_s, retries=p.retries,
+                    next_seq=first_seq)
+    return PumpLinkPort(link, p.device_id)
+
+
+class CyclePublisher:
+    """Publishes each cycle on ``{prefix}/{subject}/loop/cycle`` (retained: dashboards see the
+    latest) and each reading's fate on ``.../loop/processed`` (the HIL patient waits for it)."""
+
+    def __init__(self, client: Any, base: str) -> None:
+        self.client = client
+        self.base = base
+
+    def cycle(self, result: CycleResult) -> None:
+        self.client.publish(f"{self.base}/loop/cycle", json.dumps(result.to_dict()), qos=1, retain=True)
+
+    def processed(self, reading_time: datetime, result: CycleResult | None, rejected: str | None) -> None:
+        payload = {"reading_t_ms": _ms(reading_time), "result": None if result is None else result.to_dict(),
+                   "rejected": rejected}
+        self.client.publish(f"{self.base}/loop/processed", json.dumps(payload), qos=1)
+
+
+def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | None = None,
+             stop: threading.Event | None = None) -> int:
+    """Run the loop until SIGTERM/SIGINT (or ``stop``); prints one status line per cycle."""
+    from sensors.validation import ReadingValidator
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    reading_clock = ReadingClock() if config.clock == "readings" else None
+    clock: Callable[[], datetime] = reading_clock or system_clock
+    journal = Journal(config.journal_path)
+    policy = TwinMPCPolicy(personalize(config.profile, load_prior(config)), limits=config.limits)
+    pump = build_pump(config, first_seq=journal.max_seq() + 1)
+    source = build_source(config, clock)
+    publisher = None
+    if getattr(source, "client", None) is not None and config.publish_cycles:
+        publisher = CyclePublisher(source.client, f"{config.mqtt.topic_prefix}/{config.mqtt.subject}")
+    loop = ClosedLoop(policy, source, pump, journal, clock, config.loop, validator=ReadingValidator(),
+                      on_cycle=publisher.cycle if publisher else None)
+    report = loop.restore()
+    print(f"glucotwin run: {config.profile.name}: journal {config.journal_path} "
+          f"({report.cycles_replayed} cycles replayed, {len(report.orders_resolved)} in-flight orders resolved, "
+          f"IOB {report.iob_u:.2f} U); arm {config.arm}; clock {config.clock}", file=out, flush=True)
+    if ready_file is not None:
+        ready_file.write_text("ready\n")
+    try:
+        while not stop.is_set():
+            for item in source.poll(0.5):
+                if reading_clock is not None:
+                    reading_clock.observe(item)
+                is_reading = hasattr(item, "glucose_mg_dl")
+                if config.arm == "fcl" and hasattr(item, "carbs_g") and not is_reading:
+                    # fully closed loop: announcements are journaled but not used
+                    loop.journal.append("announcement", clock().isoformat(), {**item.to_dict(), "ignored": "fcl"})
+                    continue
+                before = loop.rejections.copy()
+                result = loop.handle(item)
+                if result is not None:
+                    print(result.status_line(), file=out, flush=True)
+                if publisher is not None and is_reading:
+                    rejected = None
+                    if result is None:
+                        changed = [k for k in loop.rejections if loop.rejections[k] != before.get(k, 0)]
+                        rejected = changed[0] if changed else "rejected"
+                    publisher.processed(item.time, result, rejected)
+            if reading_clock is None:
+                for result in _cadence(loop, clock):
+                    print(result.status_line(), file=out, flush=True)
+    finally:
+        source.close()
+        journal.close()
+    return 0
+
+
+def _cadence(loop: ClosedLoop, clock: Callable[[], datetime]) -> list[CycleResult]:
+    """A cycle without a reading when none came for ``max_wait_min`` (system clock only)."""
+    if loop.last_cycle_time is None:
+        return []
+    waited_min = (clock() - loop.last_cycle_time).total_seconds() / 60.0
+    return [loop.cycle(clock(), None)] if waited_min >= loop.settings.max_wait_min else []
