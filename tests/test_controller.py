@@ -7,7 +7,7 @@ import pytest
 
 from controller.mpc import MPCSettings, ZoneMPC
 from controller.policy import ControlInput
-from controller.twin_policy import TwinMPCPolicy
+from controller.twin_policy import TwinMPCPolicy, floor_to_increment
 from sim.cohort import clinical_profile
 from sim.priors import population_prior
 from twin.estimator import TwinEstimator
@@ -84,7 +84,9 @@ def test_control_cycle_explains_every_dose_and_feeds_back(twin):
     assert all(np.isfinite(d.diagnostics["cycle_ms"]) for d in doses)
     # a missing reading for 20 minutes falls back to the programmed basal
     late = policy.decide(ControlInput(T0 + timedelta(minutes=5 * 29 + 20), None, 0.0, 5.0))
-    assert late.basal_u_per_h == twin.profile.basal_u_per_h_at(0) and "stale" in late.reason
+    # the programmed basal, at the pump's resolution (never rounded up)
+    assert late.basal_u_per_h == floor_to_increment(twin.profile.basal_u_per_h_at(0), 0.001) and "stale" in late.reason
+    assert 0 <= twin.profile.basal_u_per_h_at(0) - late.basal_u_per_h < 0.001
 
 
 def test_simglucose_controller_personalizes_itself_in_simglucose_engine():
