@@ -181,8 +181,14 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
           f"IOB {report.iob_u:.2f} U); arm {config.arm}; clock {config.clock}", file=out, flush=True)
     if ready_file is not None:
         ready_file.write_text("ready\n")
+    from sim.systemd_notify import Notifier
+
+    notifier = Notifier()
+    notifier.ready(f"{report.cycles_replayed} cycles replayed; waiting for CGM")
+    status = "no cycle yet"
     try:
         while not stop.is_set():
+            notifier.watchdog(status)  # from the control loop itself: a hung cycle stops the pings
             for item in source.poll(0.5):
                 if reading_clock is not None:
                     reading_clock.observe(item)
@@ -194,7 +200,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                 before = loop.rejections.copy()
                 result = loop.handle(item)
                 if result is not None:
-                    print(result.status_line(), file=out, flush=True)
+                    status = result.status_line()
+                    print(status, file=out, flush=True)
                 if publisher is not None and is_reading:
                     rejected = None
                     if result is None:
@@ -205,6 +212,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                 for result in _cadence(loop, clock):
                     print(result.status_line(), file=out, flush=True)
     finally:
+        notifier.stopping()
+        notifier.close()
         source.close()
         journal.close()
     return 0
