@@ -69,6 +69,11 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
     tic = time.perf_counter()
     out.update(cycle_timing(["adolescent#001", "adult#001", "child#001"], days=0.25 if quick else 1.0))
     out["cycle_timing_s"] = round(time.perf_counter() - tic, 1)
+
+    from sim.bench_live import loop_footprint, startup
+
+    out.update(startup())
+    out.update(loop_footprint(days=0.05 if quick else 0.25))
     return out
 
 
@@ -95,6 +100,8 @@ GOALS = {
     "forecast_rmse_60_mg_dl": ("<=", 25.0),
     "cycle_ms_p50": ("<=", 5.0),
     "cycle_ms_p99": ("<=", 20.0),
+    "loop_rss_mb": ("<=", 120.0),
+    "startup_s": ("<=", 1.0),
 }
 
 
@@ -106,6 +113,8 @@ def format_bench(result: dict[str, Any]) -> str:
         value = result[key]
         met = value <= goal if op == "<=" else value >= goal
         lines.append(f"{key:<28}{value:>12.3f}  {op} {goal:<7g} {'yes' if met else 'NO'}")
+    if result.get("startup_heavy_imports"):
+        lines.append(f"WARNING: glucotwin run --help imported {', '.join(result['startup_heavy_imports'])}")
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Twin model vs simglucose (BG RMSE over 3 days, all 30 patients, identical inputs), "
             "twin speed-up over simglucose (measured side by side), and twin forecast RMSE at 30 and "
             "60 minutes in fully-closed-loop runs (glucotwin's MPC, unannounced meals) of all 30 patients, "
-            "and the control cycle's compute time inside closed-loop runs. Takes about 20 minutes on 2 cores."
+            "the control cycle's compute time inside closed-loop runs, and the live loop's footprint "
+            "(startup_s: glucotwin run --help; loop_rss_mb: the loop process with MQTT and serial attached, "
+            "in a HIL run). Takes about 20 minutes on 2 cores."
         ),
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as flat JSON keys")
