@@ -118,7 +118,8 @@ class ClosedLoop:
         self.on_cycle = on_cycle
         self.cycle_no = journal.max_cycle()
         self.pending_carbs_g = 0.0
-        self.last_cycle_time: datetime | None = None
+        self.last_cycle_time: datetime | None = None  # the policy's time of the last cycle
+        self.last_cycle_clock: datetime | None = None  # the clock when it ran (cadence fallback)
         self.last_reading_time: datetime | None = None
         self.rejections: dict[str, int] = {}
 
@@ -146,6 +147,7 @@ class ClosedLoop:
                 d = delivery.payload
                 self.policy.record_delivery(inp.time, d["basal_u_per_h"], d["minutes"], d["bolus_u"])
             self.last_cycle_time = inp.time
+            self.last_cycle_clock = now
             if inp.cgm_mg_dl is not None:
                 self.last_reading_time = inp.time
             report.cycles_replayed += 1
@@ -176,12 +178,20 @@ class ClosedLoop:
             result = self.handle(item)
             if result is not None:
                 results.append(result)
-        now = self.clock()
-        overdue = self.last_cycle_time is not None and (
-            (now - self.last_cycle_time).total_seconds() / 60.0 >= self.settings.max_wait_min)
-        if overdue:
-            results.append(self.cycle(now, None))
+        cadence = self.cadence_cycle()
+        if cadence is not None:
+            results.append(cadence)
         return results
+
+    def cadence_cycle(self) -> CycleResult | None:
+        """A cycle without a reading when none ran for ``max_wait_min`` by the clock."""
+        now = self.clock()
+        if self.last_cycle_clock is None or (now - self.last_cycle_clock).total_seconds() / 60.0 \
+                < self.settings.max_wait_min:
+            return None
+        if self.last_cycle_time is not None and now <= self.last_cycle_time:
+            return None
+        return self.cycle(now, None)
 
     def handle(self, item: Any) -> CycleResult | None:
         """Journal one item from a source; run a cycle when it is an accepted reading."""
@@ -194,9 +204,10 @@ class ClosedLoop:
         if isinstance(item, Reading):
             self.journal.append("reading", now.isoformat(), item.to_dict())
             checked = item if self.validator is None else self.validator.check(item, now)
-            if isinstance(checked, Reading) and self.last_reading_time is not None \
-                    and checked.time <= self.last_reading_time:
-                self._reject(now, item.to_dict(), "duplicate: a cycle already used a reading at or after this time")
+            if isinstance(checked, Reading) and self.last_cycle_time is not None \
+                    and checked.time <= self.last_cycle_time:
+                self._reject(now, item.to_dict(), "duplicate or out of order: a cycle already ran at or after "
+                                                  "this reading's time")
                 return None
             if not isinstance(checked, Reading):
                 self._reject(now, item.to_dict(), getattr(checked, "reason", "rejected"))
@@ -245,6 +256,7 @@ class ClosedLoop:
         if est is not None:
             self.journal.append("snapshot", time.isoformat(), est.snapshot(), cycle=cycle)
         self.last_cycle_time = time
+        self.last_cycle_clock = self.clock()
         if reading is not None:
             self.last_reading_time = time
         result = self._result(cycle, time, cgm, dose, basal, bolus, tuple(outcomes))
@@ -253,11 +265,13 @@ class ClosedLoop:
         return result
 
     def _orders(self, time: datetime, dose: Dose) -> list[PumpOrder]:
-        expires = time + timedelta(seconds=self.settings.command_validity_s)
-        orders = [PumpOrder(self.pump.allocate_seq(), "temp_basal", time, expires, rate_u_per_h=dose.basal_u_per_h,
-                            duration_min=self.settings.temp_basal_duration_min)]
+        """The cycle's commands, issued now by the clock (a late reading must not make them stale)."""
+        issued = max(self.clock(), time)
+        expires = issued + timedelta(seconds=self.settings.command_validity_s)
+        orders = [PumpOrder(self.pump.allocate_seq(), "temp_basal", issued, expires,
+                            rate_u_per_h=dose.basal_u_per_h, duration_min=self.settings.temp_basal_duration_min)]
         if dose.bolus_u > 0:
-            orders.append(PumpOrder(self.pump.allocate_seq(), "bolus", time, expires, bolus_u=dose.bolus_u))
+            orders.append(PumpOrder(self.pump.allocate_seq(), "bolus", issued, expires, bolus_u=dose.bolus_u))
         return orders
 
     def _confirmed(self, time: datetime, orders: list[PumpOrder],

@@ -208,20 +208,14 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                         changed = [k for k in loop.rejections if loop.rejections[k] != before.get(k, 0)]
                         rejected = changed[0] if changed else "rejected"
                     publisher.processed(item.time, result, rejected)
-            if reading_clock is None:
-                for result in _cadence(loop, clock):
-                    print(result.status_line(), file=out, flush=True)
+            if reading_clock is None:  # fixed-cadence fallback when readings stop (system clock only)
+                result = loop.cadence_cycle()
+                if result is not None:
+                    status = result.status_line()
+                    print(status, file=out, flush=True)
     finally:
         notifier.stopping()
         notifier.close()
         source.close()
         journal.close()
     return 0
-
-
-def _cadence(loop: ClosedLoop, clock: Callable[[], datetime]) -> list[CycleResult]:
-    """A cycle without a reading when none came for ``max_wait_min`` (system clock only)."""
-    if loop.last_cycle_time is None:
-        return []
-    waited_min = (clock() - loop.last_cycle_time).total_seconds() / 60.0
-    return [loop.cycle(clock(), None)] if waited_min >= loop.settings.max_wait_min else []
