@@ -44,6 +44,15 @@
     device_id = "pump-1"
     key_file = "/etc/glucotwin/pump.key"   # hex; per device; mode 0600
 
+    [nightscout]                   # optional: upload to Nightscout, and/or receive CGM from uploaders
+    url = "https://ns.example.org" # upload target
+    api_secret_file = "/etc/glucotwin/nightscout.secret"   # the plain API_SECRET (sent as its SHA-1)
+    upload = true
+    upload_entries = true          # false when the CGM app already uploads its readings there
+    receive = false                # true: the CGM source is a Nightscout-API receiver ([sensor] "nightscout")
+    listen_host = "127.0.0.1"
+    listen_port = 17580
+
 Secrets are read from files, never written in the TOML itself.
 """
 
@@ -93,6 +102,69 @@ class SensorEndpoint:
 
 
 @dataclass(frozen=True)
+class NightscoutEndpoint:
+    """The optional ``[nightscout]`` section (controller/nightscout_uploader.py, sensors/nightscout_receiver.py).
+
+    url, api_secret_file: the Nightscout to upload to and its API secret (a file holding the plain
+        secret; it is sent as its SHA-1 in the ``api-secret`` header).
+    upload: upload entries, treatments and devicestatus from the journal (needs url and api_secret_file).
+    upload_entries: include the CGM entries (false when the CGM app uploads them itself).
+    receive: run the Nightscout-API receiver as the CGM source (``[sensor] transport = "nightscout"``),
+        on listen_host:listen_port, authenticated by listen_api_secret_file (default: api_secret_file).
+    device: the devicestatus ``device`` (the name of Nightscout's OpenAPS pill).
+    timeout_s, batch_size, max_backoff_s: HTTP timeout, documents per POST, longest wait between retries.
+    backfill_hours: on first use, how much of an existing journal to upload.
+    """
+
+    url: str = ""
+    api_secret_file: str = ""
+    upload: bool = True
+    upload_entries: bool = True
+    receive: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 17580
+    listen_api_secret_file: str = ""
+    device: str = "openaps://glucotwin"
+    timeout_s: float = 10.0
+    batch_size: int = 100
+    max_backoff_s: float = 300.0
+    backfill_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("upload", "upload_entries", "receive"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        port = self.listen_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"listen_port must be an integer 1..65535, got {port!r}")
+        for name in ("timeout_s", "max_backoff_s", "backfill_hours"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.upload:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(self.url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"upload needs url = \"https://host[:port]\", got {self.url!r}")
+            if parsed.username or parsed.password:
+                raise ValueError("put the API secret in api_secret_file, not in the url")
+            if not self.api_secret_file:
+                raise ValueError("upload needs api_secret_file (a file holding the API secret)")
+        if self.receive and not (self.listen_api_secret_file or self.api_secret_file):
+            raise ValueError("receive needs listen_api_secret_file or api_secret_file")
+
+    def api_secret(self) -> str:
+        return _read_secret(self.api_secret_file)
+
+    def listen_api_secret(self) -> str:
+        return _read_secret(self.listen_api_secret_file or self.api_secret_file)
+
+
+@dataclass(frozen=True)
 class PumpEndpoint:
     transport: str = "serial"
     port: str = ""
@@ -127,6 +199,7 @@ class LiveConfig:
     publish_cycles: bool = True
     prior_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    nightscout: NightscoutEndpoint | None = None
 
 
 def load_config(path: str | Path) -> LiveConfig:
@@ -141,7 +214,7 @@ def load_config(path: str | Path) -> LiveConfig:
 
 
 def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
-    known = {"profile", "twin", "limits", "loop", "mqtt", "sensor", "pump"}
+    known = {"profile", "twin", "limits", "loop", "mqtt", "sensor", "pump", "nightscout"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(unknown)}")
@@ -168,8 +241,12 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     mqtt = _section(MqttEndpoint, data.get("mqtt", {}), "mqtt")
     sensor = _section(SensorEndpoint, data.get("sensor", {}), "sensor")
     pump = _section(PumpEndpoint, data.get("pump", {}), "pump")
-    if sensor.transport not in ("mqtt", "serial"):
-        raise ConfigError(f"[sensor] transport must be 'mqtt' or 'serial', got {sensor.transport!r}")
+    if sensor.transport not in ("mqtt", "serial", "nightscout"):
+        raise ConfigError(f"[sensor] transport must be 'mqtt', 'serial' or 'nightscout', got {sensor.transport!r}")
+    nightscout = _section(NightscoutEndpoint, data["nightscout"], "nightscout") if "nightscout" in data else None
+    receive = nightscout is not None and nightscout.receive
+    if (sensor.transport == "nightscout") != receive:
+        raise ConfigError("[sensor] transport \"nightscout\" and [nightscout] receive = true go together")
     if sensor.transport == "serial" and not sensor.port:
         raise ConfigError("[sensor] transport 'serial' needs port")
     if pump.transport not in ("mqtt", "serial"):
@@ -189,7 +266,7 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     if prior is not None:
         prior_path = Path(prior) if Path(prior).is_absolute() else base / prior
     return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles,
-                      prior_path, data)
+                      prior_path, data, nightscout=nightscout)
 
 
 def load_prior(config: LiveConfig) -> "PopulationPrior":

@@ -122,6 +122,7 @@ class ClosedLoop:
         self.last_cycle_clock: datetime | None = None  # the clock when it ran (cadence fallback)
         self.last_reading_time: datetime | None = None
         self.rejections: dict[str, int] = {}
+        self.announced: set[tuple[str, float]] = set()  # (time, carbs) of every announcement taken
 
     # --- lifecycle ------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
@@ -129,6 +130,18 @@ class ClosedLoop:
         now = self.clock()
         report = RestoreReport()
         self.journal.append("startup", now.isoformat(), {"cycle": self.cycle_no, "max_seq": self.journal.max_seq()})
+        # announcements: remember all (a re-delivered one is not counted twice); those journaled
+        # after the last decision were not used yet and still count for the next cycle
+        last_decision = self.journal.last("decision")
+        for event in self.journal.events("announcement"):
+            if "ignored" in event.payload:
+                continue
+            key = (str(event.payload.get("time")), float(event.payload.get("carbs_g", 0.0)))
+            self.announced.add(key)
+            if last_decision is None or event.id > last_decision.id:
+                carbs = key[1]
+                if math.isfinite(carbs) and carbs > 0:
+                    self.pending_carbs_g += carbs
         for event in self.journal.unanswered_commands():
             order = PumpOrder.from_dict(event.payload)
             outcome = self.pump.resolve(order)
@@ -197,6 +210,11 @@ class ClosedLoop:
         """Journal one item from a source; run a cycle when it is an accepted reading."""
         now = self.clock()
         if isinstance(item, Announcement) and not isinstance(item, Reading):
+            key = (item.time.isoformat(), float(item.carbs_g))
+            if key in self.announced:  # e.g. a QoS 1 re-delivery: the carbs were already counted
+                self._reject(now, item.to_dict(), "duplicate announcement: already received at this time")
+                return None
+            self.announced.add(key)
             self.journal.append("announcement", now.isoformat(), item.to_dict())
             if math.isfinite(item.carbs_g) and item.carbs_g > 0:
                 self.pending_carbs_g += float(item.carbs_g)

@@ -17,6 +17,20 @@ persisted. Until the first clock message the pump's time is its persisted
 clock (0 for a new pump), so commands stamped with HIL time are refused as
 "expired" rather than executed on a wrong clock.
 
+Audit trail: with ``--audit-log FILE`` the pump appends one JSON line per dose
+command it answered (TEMP_BASAL, BOLUS, SUSPEND, RESUME; not STATUS, not
+undecodable frames), written and flushed before the reply is sent::
+
+    {"seq": 12, "type": "bolus", "outcome": "executed", "consumed": true,
+     "bolus_u": 0.25, "rate_u_per_h": 1.43, "duration_min": 27, "reason": "",
+     "tag_prefix": "5ea1b207", "pump_time_ms": 1735689600000, "wall_time": 1795428000.1}
+
+``outcome``: ``executed`` or ``refused`` (the seq was consumed, rules 10-13 of
+PROTOCOL.md), ``exact_retry`` (answered from the cache, nothing done again) or
+``nak`` (refused without consuming the seq: bad tag, replayed, expired, ...).
+The amounts are those of the ACK (0 when refused). Test harnesses compare it
+with the host's journal (``glucotwin faults``).
+
 Exit codes: 0 after SIGTERM/SIGINT, 2 bad arguments or state file, 3 state
 could not be persisted (no reply is sent for the command concerned).
 """
@@ -35,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .protocol import load_key_file
+from .protocol import DOSE_TYPES, HEADER, OUTCOME_EXECUTED, NakReason, ProtocolError, load_key_file, peek_header
 from .transport import Transport, TransportError
 from .virtual_pump import PumpSettings, VirtualPump
 
@@ -110,8 +124,9 @@ class PumpProcess:
     """The main loop, separated from argument parsing so tests can drive it in-process."""
 
     def __init__(self, pump: VirtualPump, io: Transport, state_file: Path | None, *, hil: Any = None,
-                 ready_file: Path | None = None) -> None:
+                 ready_file: Path | None = None, audit_log: Path | None = None) -> None:
         self.pump = pump
+        self.audit = None if audit_log is None else open(audit_log, "a", encoding="utf-8")
         self.ready_file = ready_file
         self.io = io
         self.state_file = state_file
@@ -134,6 +149,7 @@ class PumpProcess:
 
     def handle_body(self, body: bytes) -> None:
         revision = self.pump.revision
+        retries = self.pump.counters["exact_retry"]
         try:
             reply = self.pump.handle(body, self.now_ms())
         except Exception:  # the state machine must not raise on input; if it does, stay up
@@ -142,10 +158,47 @@ class PumpProcess:
             return
         if self.pump.revision != revision:
             self.persist()  # PersistError propagates: stop without replying
+        if self.audit is not None:
+            self.write_audit(body, reply, self.pump.revision != revision,
+                             self.pump.counters["exact_retry"] != retries)
         try:
             self.io.send_frame(reply)
         except TransportError as exc:
             log.warning("reply not sent: %s", exc)
+
+    def write_audit(self, body: bytes, reply: bytes, consumed: bool, exact_retry: bool) -> None:
+        """One ``--audit-log`` line for a dose command (see the module docstring)."""
+        try:
+            header = peek_header(body)
+        except ProtocolError:
+            return  # not a command: nothing was decided
+        if header.msg_type not in DOSE_TYPES:
+            return
+        record: dict[str, Any] = {"seq": header.seq, "type": header.msg_type.name.lower(), "consumed": False,
+                                  "bolus_u": 0.0, "rate_u_per_h": 0.0, "duration_min": 0, "reason": "",
+                                  "tag_prefix": body[-32:][:4].hex(), "pump_time_ms": self.pump.clock_ms,
+                                  "wall_time": time.time()}
+        ring = self.pump.state["ring"]
+        if consumed and ring and ring[-1]["seq"] == header.seq:
+            entry = ring[-1]
+            executed = entry["outcome"] == OUTCOME_EXECUTED
+            record.update(outcome="executed" if executed else "refused", consumed=True,
+                          reason="" if executed else NakReason(entry["outcome"]).name.lower(),
+                          bolus_u=entry["bolus_milli_u"] / 1000.0, rate_u_per_h=entry["rate_milli_u_per_h"] / 1000.0,
+                          duration_min=entry["duration_min"], tag_prefix=entry["tag_prefix"])
+        elif exact_retry:
+            record["outcome"] = "exact_retry"
+        else:
+            try:
+                reason = NakReason(reply[HEADER.size]).name.lower()
+            except (IndexError, ValueError):
+                reason = "unknown"
+            record.update(outcome="nak", reason=reason)
+        try:
+            self.audit.write(json.dumps(record, sort_keys=True) + "\n")  # type: ignore[union-attr]
+            self.audit.flush()  # type: ignore[union-attr]
+        except OSError as exc:
+            log.error("cannot write the audit log: %s", exc)
 
     def handle_clock(self, t_ms: int) -> None:
         if not self._hil_started:
@@ -274,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--mqtt-client-id", help="client id of the command connection (default: the username "
                       "if given, as the deployment ACL's status topics expect, else a generated id)")
     p.add_argument("--ready-file", help="write this file once the pump listens (HIL harness, service managers)")
+    p.add_argument("--audit-log", help="append one JSON line per dose command answered (test harnesses)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -344,7 +398,15 @@ def main(argv: list[str] | None = None) -> int:
             io.close()
         return EXIT_USAGE
 
-    process = PumpProcess(pump, io, state_file, hil=hil, ready_file=ready_file)
+    try:
+        process = PumpProcess(pump, io, state_file, hil=hil, ready_file=ready_file,
+                              audit_log=Path(args.audit_log) if args.audit_log else None)
+    except OSError as exc:
+        log.error("cannot open the audit log: %s", exc)
+        if hil is not None:
+            hil.stop()
+        io.close()
+        return EXIT_USAGE
     process.stop_event = stop
     log.info("pump %s ready (last_seq %d, reservoir %.3f U, %s clock)", settings.device_id, pump.last_seq,
              pump.reservoir_u, "HIL" if hil else "wall")
@@ -354,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         if hil is not None:
             hil.stop()
         io.close()
+        if process.audit is not None:
+            process.audit.close()
     log.info("pump %s stopped (counters %s)", settings.device_id, dict(pump.counters))
     return code
 

@@ -17,6 +17,8 @@ here on first use.
 - :mod:`sensors.mqtt_source`: :class:`MqttCgmSource`, :class:`MqttCgmPublisher`, :class:`MqttSettings`
 - :mod:`sensors.serial_source`: :class:`SerialCgmSource` (COBS frames or text lines,
   :mod:`sensors.serial_frames`; see ``sensors/SERIAL.md``)
+- :mod:`sensors.nightscout_receiver`: :class:`~sensors.nightscout_receiver.NightscoutReceiver`,
+  a Nightscout REST API v1 receiver (xDrip+ and other uploaders feed the loop; stdlib only)
 """
 
 from typing import Any

@@ -58,7 +58,7 @@ def non_negative_int(text: str) -> int:
 
 # Each command module has ``register(subparsers)``; its handler imports the
 # heavy parts lazily. Order here is the order in ``glucotwin --help``.
-_COMMAND_MODULES = ("sim.cli_trial", "sim.cli_replay", "sim.cli_bench", "sim.cli_run", "sim.cli_hil")
+_COMMAND_MODULES = ("sim.cli_trial", "sim.cli_replay", "sim.cli_bench", "sim.cli_run", "sim.cli_hil", "sim.cli_report", "sim.cli_faults", "sim.cli_population")
 
 
 def build_parser() -> argparse.ArgumentParser:

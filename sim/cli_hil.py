@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the virtual pump's bolus (U) and rate (U/h) resolution; default 0.001, the protocol's; "
                         "0.05 models a typical patch pump")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nightscout", default=None, metavar="URL",
+                   help="the loop uploads entries, treatments and devicestatus to this Nightscout (API secret from "
+                        "--nightscout-secret-file or $NIGHTSCOUT_API_SECRET)")
+    p.add_argument("--nightscout-secret-file", type=Path, default=None, metavar="FILE",
+                   help="file holding the Nightscout API secret")
+    p.add_argument("--nightscout-receiver", action="store_true",
+                   help="upload to a local Nightscout-API receiver; what it got goes to <out>/nightscout-received.json")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html (glucotwin report) to --out")
     p.set_defaults(handler=_cmd_hil)
 
 
@@ -51,14 +59,27 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    from sim.hil_nightscout import finish_local_receiver, target_from_cli
+
+    try:
+        receiver, target = target_from_cli(args.nightscout, args.nightscout_secret_file, args.nightscout_receiver)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         result = run_hil(args.patients, protocol, args.out, broker=args.broker, progress=not args.quiet,
-                         pump_increment_u=args.pump_increment)
+                         pump_increment_u=args.pump_increment, nightscout=target)
     except (RuntimeError, ValueError, OSError) as exc:
         raise CliError(f"HIL run failed: {exc}") from None
+    finally:
+        if receiver is not None:
+            print(finish_local_receiver(receiver, args.out))
     print(format_tables(result.summary))
     counts = hil_summary_extra(args.out, args.patients)
     for patient, c in counts.items():
         print(f"journal {patient}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
     print(f"wrote traces, summary.json and journals to {args.out}")
+    if not args.no_report:
+        from sim.report import report_after_run  # never raises: a failed report is a one-line warning
+
+        report_after_run(args.out)
     return 0

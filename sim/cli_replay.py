@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--forecasts", type=Path, default=None, metavar="CSV",
                    help="write every forecast to this CSV")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--report", type=Path, default=None, metavar="FILE",
+                   help="write a self-contained HTML report here (default: with --json or --forecasts, "
+                        "beside it with .html)")
+    p.add_argument("--no-report", action="store_true", help="write no HTML report")
     p.set_defaults(handler=_cmd_replay)
 
 
@@ -139,4 +143,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         print(f"wrote report to {args.json}")
+    if not args.no_report and (args.report or args.json or args.forecasts):
+        from sim.report import replay_report_after_run, replay_report_path  # never raises
+
+        summary = build_report(result, file=str(args.file), format=loaded.format, rejected=rejected,
+                               profile=profile, profile_source=profile_source, methods=methods,
+                               unavailable=unavailable, clipped_readings=clipped)
+        replay_report_after_run(args.report or replay_report_path(args.json or args.forecasts), summary,
+                                readings, result.forecasts, tz=args.tz)
     return 0

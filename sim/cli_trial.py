@@ -37,9 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="parallel worker processes (default: number of cores)")
+    p.add_argument("--engine", choices=("local", "dask"), default=None,
+                   help="where the patients run: local worker processes (default) or Dask distributed "
+                        "(a LocalCluster of --workers processes, or the cluster at --scheduler); "
+                        "results are identical")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --engine dask)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output directory (default runs/<controller>-<arm>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html (glucotwin report) to --out")
     p.set_defaults(handler=_cmd_trial)
 
 
@@ -92,11 +99,21 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     out_dir = args.out or Path("runs") / f"{controller}-{args.arm}"
+    from sim.engine import make_engine
+
+    try:
+        engine = make_engine(args.engine or ("dask" if args.scheduler else "local"), args.workers, args.scheduler)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
-                           progress=not args.quiet)
+                           progress=not args.quiet, engine=engine)
     except OSError as exc:
         raise CliError(str(exc)) from None
     print(format_tables(result.summary))
     print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
+    if not args.no_report:
+        from sim.report import report_after_run  # never raises: a failed report is a one-line warning
+
+        report_after_run(out_dir)
     return 0

@@ -29,7 +29,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 from controller.live_config import profile_to_toml
@@ -54,18 +54,55 @@ class HilProcesses:
     slug: str
     directory: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    loop_command: list[str] = field(default_factory=list)
+    loop_log: Path | None = None
+    env: dict[str, str] | None = None
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    """Called after the processes stopped (e.g. a fault relay used instead of socat)."""
 
     def stop(self) -> None:
         for name in ("loop", "pump", "socat"):
-            proc = self.procs.get(name)
-            if proc is None or proc.poll() is not None:
-                continue
+            self.stop_process(name)
+        while self.on_stop:
+            self.on_stop.pop()()
+
+    def stop_process(self, name: str, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM one process, SIGKILL it if it does not exit in time; its exit code."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return None
+        if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        return proc.returncode
+
+    @property
+    def loop_ready_file(self) -> Path:
+        return self.directory / "loop.ready"
+
+    def start_loop(self, wait_s: float = 60.0) -> None:
+        """(Re)start the loop process with its config and journal; return when it listens."""
+        self.loop_ready_file.unlink(missing_ok=True)
+        log = open(self.loop_log, "ab") if self.loop_log is not None else subprocess.DEVNULL
+        try:
+            self.procs["loop"] = subprocess.Popen(self.loop_command, stdout=log, stderr=subprocess.STDOUT,
+                                                  env=self.env, start_new_session=True)
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        _wait_for([self.loop_ready_file], self.procs["loop"], wait_s,
+                  f"the loop process (see {self.loop_log.name if self.loop_log else 'its log'})")
+
+    def kill_loop(self) -> None:
+        """SIGKILL the loop process (a crash: no cleanup of any kind) and reap it."""
+        proc = self.procs.get("loop")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def parse_broker(url: str) -> tuple[str, int]:
@@ -87,8 +124,17 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen[bytes], timeout_s: float
 
 
 def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, protocol: TrialProtocol,
-                            python: str = sys.executable, pump_increment_u: float = 0.001) -> HilProcesses:
-    """Start socat, the virtual pump and the loop for one patient; return when the loop listens."""
+                            python: str = sys.executable, pump_increment_u: float = 0.001,
+                            serial_pair: Callable[[Path], Any] | None = None,
+                            pump_args: Sequence[str] = (), nightscout: Any = None) -> HilProcesses:
+    """Start socat, the virtual pump and the loop for one patient; return when the loop listens.
+
+    ``serial_pair(run_dir)``, when given, replaces socat: it must create the pty
+    symlinks ``run_dir/pump.tty`` and ``run_dir/host.tty`` and return an object
+    with ``stop()`` (e.g. :class:`sim.fault_relay.FaultRelay`), called by
+    :meth:`HilProcesses.stop`. ``pump_args`` are extra ``pump_device`` options.
+    ``nightscout`` (a :class:`sim.hil_nightscout.NightscoutTarget`): the loop uploads there.
+    """
     slug = subject_slug(patient)
     run_dir = out_dir / f"{slug}.hil"
     if run_dir.exists():
@@ -98,14 +144,17 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
     for suffix in ("", "-wal", "-shm"):
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
     hp = HilProcesses(slug, run_dir)
-    socat = shutil.which("socat")
-    if socat is None:
-        raise RuntimeError("socat is not installed (Debian: apt-get install socat)")
     pump_tty, host_tty = run_dir / "pump.tty", run_dir / "host.tty"
-    hp.procs["socat"] = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={pump_tty}", f"pty,raw,echo=0,link={host_tty}"],
-        stdout=subprocess.DEVNULL, stderr=open(run_dir / "socat.log", "wb"), start_new_session=True)
-    _wait_for([pump_tty, host_tty], hp.procs["socat"], 10.0, "socat")
+    if serial_pair is not None:
+        hp.on_stop.append(serial_pair(run_dir).stop)
+    else:
+        socat = shutil.which("socat")
+        if socat is None:
+            raise RuntimeError("socat is not installed (Debian: apt-get install socat)")
+        hp.procs["socat"] = subprocess.Popen(
+            [socat, "-d", "-d", f"pty,raw,echo=0,link={pump_tty}", f"pty,raw,echo=0,link={host_tty}"],
+            stdout=subprocess.DEVNULL, stderr=open(run_dir / "socat.log", "wb"), start_new_session=True)
+        _wait_for([pump_tty, host_tty], hp.procs["socat"], 10.0, "socat")
 
     key_file = run_dir / "pump.key"
     key_file.write_text(secrets.token_hex(32) + "\n")
@@ -122,7 +171,7 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
          "--max-bolus", repr(limits.max_bolus_u), "--reservoir", repr(PUMP_RESERVOIR_U),
          "--hil-broker", f"mqtt://{host}:{port}", "--hil-prefix", hil_prefix,
          "--ready-file", str(run_dir / "pump.ready"),
-         "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u)],
+         "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u), *pump_args],
         stdout=open(out_dir / f"{slug}.pump.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     # honest in silico: the loop's prior leaves this patient out, as in `glucotwin trial`
@@ -131,11 +180,17 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
     config = run_dir / "loop.toml"
     config.write_text(loop_config_text(profile_to_toml(profile), journal, host, port, slug, host_tty, device_id,
                                        key_file, protocol, prior_file))
-    hp.procs["loop"] = subprocess.Popen(
-        [python, "-m", "sim.cli", "run", "--config", str(config), "--ready-file", str(run_dir / "loop.ready")],
-        stdout=open(out_dir / f"{slug}.loop.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    if nightscout is not None:
+        from sim.hil_nightscout import nightscout_section
+
+        with open(config, "a") as f:
+            f.write(nightscout_section(nightscout, run_dir))
+    hp.loop_command = [python, "-m", "sim.cli", "run", "--config", str(config), "--ready-file",
+                       str(hp.loop_ready_file)]
+    hp.loop_log, hp.env = out_dir / f"{slug}.loop.log", env
+    hp.loop_log.write_bytes(b"")
     try:
-        _wait_for([run_dir / "loop.ready"], hp.procs["loop"], 60.0, f"the loop process (see {slug}.loop.log)")
+        hp.start_loop(60.0)
         _wait_for([run_dir / "pump.ready"], hp.procs["pump"], 30.0, f"the pump process (see {slug}.pump.log)")
     except RuntimeError:
         hp.stop()
@@ -164,8 +219,12 @@ def loop_config_text(profile_toml: str, journal: Path, host: str, port: int, slu
 
 
 def run_hil(patients: list[str], protocol: TrialProtocol, out_dir: Path, broker: str | None = None,
-            progress: bool = True, reply_timeout_s: float = 120.0, pump_increment_u: float = 0.001) -> TrialResult:
-    """Run the harness for ``patients`` one after another; write the trial outputs to ``out_dir``."""
+            progress: bool = True, reply_timeout_s: float = 120.0, pump_increment_u: float = 0.001,
+            nightscout: Any = None) -> TrialResult:
+    """Run the harness for ``patients`` one after another; write the trial outputs to ``out_dir``.
+
+    ``nightscout`` (a :class:`sim.hil_nightscout.NightscoutTarget`): each loop uploads its journal there.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if broker is None:
@@ -187,7 +246,8 @@ def run_hil(patients: list[str], protocol: TrialProtocol, out_dir: Path, broker:
         def factory(patient: str, arm: str) -> RemoteLoopController:
             for hp in running:  # the previous patient's processes are done
                 hp.stop()
-            hp = start_patient_processes(patient, out_dir, host, port, protocol, pump_increment_u=pump_increment_u)
+            hp = start_patient_processes(patient, out_dir, host, port, protocol, pump_increment_u=pump_increment_u,
+                                         nightscout=nightscout)
             running.append(hp)
             bus = HilBus(host, port, TOPIC_PREFIX, hp.slug, client_id=f"patient-{hp.slug}",
                          timeout_s=reply_timeout_s)

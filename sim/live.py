@@ -6,6 +6,12 @@ the reading validator from ``sensors/``, the pump link from
 ``firmware_bridge/`` behind :class:`PumpLinkPort`, the SQLite journal, and a
 clock (the system's, or the readings' own times in lockstep HIL runs).
 
+With a ``[nightscout]`` section it also uploads the journal to Nightscout
+(:class:`NightscoutUpload`: documents are queued in the journal's file after
+each cycle and sent by a background thread, so a slow or absent Nightscout
+never delays a cycle), and ``[sensor] transport = "nightscout"`` takes
+readings from a Nightscout-API receiver (:mod:`sensors.nightscout_receiver`).
+
 It imports nothing from simglucose, pandas or matplotlib: this is what runs
 on a Raspberry Pi.
 """
@@ -59,6 +65,19 @@ class PumpLinkPort:
     def resolve(self, order: PumpOrder) -> PumpOutcome:
         return self._outcome(order, self.link.resolve(self._command(order)))
 
+    def sync(self) -> bool:
+        """Move the seq counter above the pump's ``last_seq`` (one STATUS query); False if the pump
+        does not answer now. Needed at start: the STATUS queries the link sends to settle lost
+        replies spend seqs that the journal does not hold, and a command with a seq at or below
+        ``last_seq`` is refused as replayed (glucotwin faults found it)."""
+        from firmware_bridge.pump_link import PumpLinkError
+
+        try:
+            self.link.sync()
+        except PumpLinkError:
+            return False
+        return True
+
     @staticmethod
     def _outcome(order: PumpOrder, outcome: Any) -> PumpOutcome:
         if outcome.status == "ack" and outcome.ack is not None:
@@ -90,6 +109,13 @@ def system_clock() -> datetime:
 
 
 def build_source(config: LiveConfig, clock: Callable[[], datetime]) -> Any:
+    if config.sensor.transport == "nightscout" and config.nightscout is not None:
+        from sensors.nightscout_receiver import NightscoutReceiver
+
+        ns = config.nightscout
+        receiver = NightscoutReceiver(ns.listen_host, ns.listen_port, ns.listen_api_secret())
+        receiver.start()
+        return receiver
     if config.sensor.transport == "serial":
         from sensors.serial_source import SerialCgmSource
 
@@ -155,6 +181,57 @@ class CyclePublisher:
         self.client.publish(f"{self.base}/loop/processed", json.dumps(payload), qos=1)
 
 
+FORECAST_HORIZON_MIN = 180.0
+UPLOAD_FLUSH_S = 5.0
+
+
+class NightscoutUpload:
+    """The loop's side of the Nightscout upload: collect after each cycle (with the twin's
+    forecast, for ``predBGs``), send in the background, flush on the way out. Never raises
+    into the loop: a failure is printed once per kind and the loop goes on."""
+
+    def __init__(self, config: LiveConfig, policy: TwinMPCPolicy, err: TextIO = sys.stderr) -> None:
+        from controller.nightscout_uploader import NightscoutClient, NightscoutUploader
+
+        ns = config.nightscout
+        if ns is None:
+            raise ValueError("NightscoutUpload needs a [nightscout] section")
+        self.policy = policy
+        self.err = err
+        self._reported: set[str] = set()
+        client = NightscoutClient(ns.url, ns.api_secret(), timeout_s=ns.timeout_s)
+        self.uploader = NightscoutUploader(config.journal_path, client, device=ns.device,
+                                           upload_entries=ns.upload_entries, batch_size=ns.batch_size,
+                                           max_backoff_s=ns.max_backoff_s, backfill_hours=ns.backfill_hours,
+                                           log=lambda line: print(line, file=err, flush=True))
+        self.uploader.start()
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - uploading is never worth stopping the loop
+            if what not in self._reported:
+                self._reported.add(what)
+                print(f"nightscout: {what} failed: {type(exc).__name__}: {exc}", file=self.err, flush=True)
+
+    def cycle(self, result: CycleResult) -> None:
+        def collect() -> None:
+            est = self.policy.estimator
+            forecast = None
+            if est is not None and est.readings_accepted:
+                forecast = est.forecast(FORECAST_HORIZON_MIN, 5.0).to_dict()
+            self.uploader.collect({result.cycle: forecast} if forecast is not None else None)
+
+        self._guard("collect", collect)
+
+    def collect(self) -> None:
+        self._guard("collect", self.uploader.collect)
+
+    def close(self) -> None:
+        self._guard("collect", self.uploader.collect)
+        self._guard("close", lambda: self.uploader.close(flush_timeout_s=UPLOAD_FLUSH_S))
+
+
 def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | None = None,
              stop: threading.Event | None = None) -> int:
     """Run the loop until SIGTERM/SIGINT (or ``stop``); prints one status line per cycle."""
@@ -167,14 +244,28 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     reading_clock = ReadingClock() if config.clock == "readings" else None
     clock: Callable[[], datetime] = reading_clock or system_clock
     journal = Journal(config.journal_path)
+    if reading_clock is not None:  # lockstep: after a restart, time resumes at the last journaled cycle
+        last = journal.last("decision")
+        if last is not None:
+            reading_clock.now = datetime.fromisoformat(last.time)
     policy = TwinMPCPolicy(personalize(config.profile, load_prior(config)), limits=config.limits)
+    # before the pump and the source: a missing secret file stops the start, not a running loop
+    upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = build_pump(config, first_seq=journal.max_seq() + 1)
+    pump.sync()  # above the journal's seqs AND the pump's last_seq (STATUS seqs are not journaled)
     source = build_source(config, clock)
     publisher = None
     if getattr(source, "client", None) is not None and config.publish_cycles:
         publisher = CyclePublisher(source.client, f"{config.mqtt.topic_prefix}/{config.mqtt.subject}")
+
+    def on_cycle(result: CycleResult) -> None:
+        if publisher is not None:
+            publisher.cycle(result)
+        if upload is not None:
+            upload.cycle(result)
+
     loop = ClosedLoop(policy, source, pump, journal, clock, config.loop, validator=ReadingValidator(),
-                      on_cycle=publisher.cycle if publisher else None)
+                      on_cycle=on_cycle if publisher is not None or upload is not None else None)
     report = loop.restore()
     print(f"glucotwin run: {config.profile.name}: journal {config.journal_path} "
           f"({report.cycles_replayed} cycles replayed, {len(report.orders_resolved)} in-flight orders resolved, "
@@ -213,9 +304,13 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                 if result is not None:
                     status = result.status_line()
                     print(status, file=out, flush=True)
+            if upload is not None:
+                upload.collect()  # readings without a cycle, ignored announcements
     finally:
         notifier.stopping()
         notifier.close()
         source.close()
+        if upload is not None:
+            upload.close()
         journal.close()
     return 0

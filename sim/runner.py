@@ -3,19 +3,16 @@
 Each patient runs in simglucose's own environment (``T1DSimEnv``) stepped
 exactly as simglucose's ``SimObj.simulate`` steps it, so a run of
 simglucose's ``BBController`` here equals simglucose's own engine sample for
-sample. Patients run in parallel worker processes; each run depends only on
-its patient, controller and protocol, so results are identical whatever the
-number of workers.
+sample. Patients run as independent jobs of an engine (:mod:`sim.engine`:
+local worker processes by default, or a Dask cluster); each run depends only
+on its patient, controller and protocol, so results are identical whatever
+the engine and the number of workers.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import queue
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +21,7 @@ import numpy as np
 
 from sim.adapter import rate_per_min_to_amount
 from sim.baselines import ControllerFactory, controller_factory
+from sim.engine import Engine, default_workers, resolve_engine  # noqa: F401 (default_workers: re-exported)
 from sim.protocol import TrialProtocol
 from sim.simglucose_env import make_env
 from sim.trace import Trace
@@ -104,36 +102,10 @@ def simulate_patient(
     return PatientRun(patient=patient, seed=seed, trace=trace, wall_s=time.perf_counter() - tic)
 
 
-# --- worker processes -------------------------------------------------------
-
-_worker_queue: Any = None
-
-
-def _init_worker(progress_queue: Any) -> None:
-    global _worker_queue
-    _worker_queue = progress_queue
-
-
-def _report_from_worker(patient: str, minutes: float) -> None:
-    if _worker_queue is not None:
-        _worker_queue.put((patient, minutes))
-
-
-def _run_in_worker(patient: str, controller: str | ControllerFactory, protocol: TrialProtocol) -> PatientRun:
-    return simulate_patient(patient, controller, protocol, progress=_report_from_worker)
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (non-Linux)
-        return os.cpu_count() or 1
-
-
 class _Progress:
     """A progress bar in simulated patient-hours (tqdm on a terminal, silent otherwise)."""
 
-    def __init__(self, total_min: float, enabled: bool) -> None:
+    def __init__(self, total_min: float, enabled: bool, desc: str = "trial") -> None:
         self._bar = None
         if enabled:
             try:
@@ -142,7 +114,7 @@ class _Progress:
                 self._bar = tqdm(
                     total=round(total_min / 60.0, 1),
                     unit="patient-h",
-                    desc="trial",
+                    desc=desc,
                     file=sys.stderr,
                     disable=None,
                     dynamic_ncols=True,
@@ -166,56 +138,25 @@ def run_patients(
     protocol: TrialProtocol,
     workers: int | None = None,
     progress: bool = True,
+    engine: str | Engine | None = None,
 ) -> list[PatientRun]:
-    """Run every patient; results come back in the order of ``patients``."""
+    """Run every patient; results come back in the order of ``patients``.
+
+    ``engine``: ``"local"`` (the default: ``workers`` processes of this
+    machine, in-process for one), ``"dask"`` (a Dask ``LocalCluster`` of
+    ``workers`` processes) or an :class:`~sim.engine.Engine`, e.g.
+    ``make_engine("dask", scheduler="tcp://host:8786")``.
+    """
     if not patients:
         raise ValueError("no patients to run")
     _resolve(controller)  # fail early on an unknown name
-    workers = min(workers or default_workers(), len(patients))
+    runner = resolve_engine(engine, workers)
     bar = _Progress(total_min=len(patients) * protocol.days * 24 * 60, enabled=progress)
     try:
-        if workers == 1:
-            runs = [simulate_patient(p, controller, protocol, progress=bar.advance) for p in patients]
-        else:
-            runs = _run_parallel(patients, controller, protocol, workers, bar)
+        runs = runner.map(simulate_patient, [(p, controller, protocol) for p in patients], progress=bar.advance)
     finally:
         bar.close()
     return runs
-
-
-def _run_parallel(
-    patients: list[str],
-    controller: str | ControllerFactory,
-    protocol: TrialProtocol,
-    workers: int,
-    bar: _Progress,
-) -> list[PatientRun]:
-    ctx = multiprocessing.get_context("spawn")
-    progress_queue = ctx.Queue()
-    results: dict[str, PatientRun] = {}
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)
-    ) as pool:
-        pending: dict[Future, str] = {
-            pool.submit(_run_in_worker, p, controller, protocol): p for p in patients
-        }
-        while pending:
-            done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(progress_queue, bar)
-            for future in done:
-                patient = pending.pop(future)
-                results[patient] = future.result()
-        _drain(progress_queue, bar)
-    return [results[p] for p in patients]
-
-
-def _drain(progress_queue: Any, bar: _Progress) -> None:
-    while True:
-        try:
-            patient, minutes = progress_queue.get_nowait()
-        except queue.Empty:
-            return
-        bar.advance(patient, minutes)
 
 
 def check_writable(out_dir: Path) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from sim.baselines import ControllerFactory
 from sim.protocol import TrialProtocol
-from sim.runner import PatientRun, check_writable, default_workers, run_patients
+from sim.engine import Engine, resolve_engine
+from sim.runner import PatientRun, check_writable, run_patients
 from sim.summary import build_summary
 from sim.trace import trace_filename, write_trace_csv
 
@@ -30,23 +31,27 @@ def run_trial(
     workers: int | None = None,
     progress: bool = True,
     controller_label: str | None = None,
+    engine: str | Engine | None = None,
 ) -> TrialResult:
     """Run ``controller`` on ``patients`` and, with ``out_dir``, write the results there.
 
     Writes one trace CSV per patient (named after the patient) and
     ``summary.json``. The ``run`` section of the summary (wall time, workers)
-    is the only part that changes between identical runs.
+    is the only part that changes between identical runs. ``engine`` runs the
+    patients (``"local"``, the default, or ``"dask"``; see :func:`sim.runner.run_patients`).
     """
     if out_dir is not None:
         check_writable(out_dir)
     label = controller_label or (controller if isinstance(controller, str) else getattr(controller, "__name__", "custom"))
     tic = time.perf_counter()
-    runs = run_patients(patients, controller, protocol, workers=workers, progress=progress)
+    runner = resolve_engine(engine, workers)
+    runs = run_patients(patients, controller, protocol, workers=workers, progress=progress, engine=runner)
     wall_s = time.perf_counter() - tic
     summary = build_summary(label, protocol, runs)
     summary["run"] = {
         "wall_s": round(wall_s, 3),
-        "workers": min(workers or default_workers(), len(patients)),
+        "workers": runner.describe()["workers"],
+        "engine": runner.describe(),
         "patient_wall_s": {r.patient: round(r.wall_s, 3) for r in runs},
     }
     if out_dir is not None:

@@ -104,7 +104,10 @@ def test_live_loop_doses_journals_and_survives_sigkill(tmp_path):
                 with Journal(journal_path) as j:
                     return j.counts().get("decision", 0)
 
-            wait_for(lambda: decisions() == 3, 30, "three cycles")
+            def printed() -> int:
+                return sum(" BG " in line for line in (tmp_path / "loop.log").read_text().splitlines())
+
+            wait_for(lambda: decisions() == 3 and printed() == 3, 30, "three cycles, printed")
             loop.send_signal(signal.SIGKILL)
             loop.wait(10)
             loop = start_loop(tmp_path, config)
