@@ -106,10 +106,10 @@ class TwinMPCPolicy:
         max_basal = min(self.limits.max_basal_u_per_h, self.limits.max_basal_multiple * scheduled)
         if est.readings_accepted == 0:
             proposal = Dose(scheduled, 0.0, "no accepted CGM reading yet: scheduled basal")
-            mpc_status, plan = "not run", ()
+            mpc_status = "not run"
         else:
             result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u)
-            mpc_status, plan = result.status, result.plan_u_per_h
+            mpc_status = result.status
             proposal = Dose(result.basal_u_per_h, result.bolus_u, _explain(result, scheduled))
         safe = self.supervisor.bound(proposal, inp.time, inp.cycle_min)
         inc = self.settings.pump_increment_u

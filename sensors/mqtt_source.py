@@ -52,6 +52,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from sensors._queue import drain
 from sensors.nightscout_entry import (
     CarbAnnouncement,
     announcement_to_treatment,
@@ -298,19 +299,7 @@ class MqttCgmSource(_Endpoint):
 
     def poll(self, timeout_s: float = 0.0) -> list[Item]:
         """Items received: waits at most ``timeout_s`` for the first, then drains the rest."""
-        out: list[Item] = []
-        try:
-            if timeout_s > 0:
-                out.append(self._queue.get(timeout=timeout_s))
-            else:
-                out.append(self._queue.get_nowait())
-        except queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue, timeout_s)
 
     def _subscribe(self, client: mqtt.Client) -> None:
         s = self.settings

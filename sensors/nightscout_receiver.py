@@ -70,6 +70,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from sensors._queue import drain
 from sensors.file_nightscout import nightscout_number, nightscout_time, raw_json
 from sensors.nightscout_entry import CARB_EVENT_TYPES, CarbAnnouncement, entry_to_reading, treatment_to_announcement
 from sensors.reading import GlucoseReading, Rejected
@@ -210,16 +211,7 @@ class NightscoutReceiver:
     # --- the source side ----------------------------------------------------------------------
     def poll(self, timeout_s: float = 0.0) -> list[Item]:
         """Items received: waits at most ``timeout_s`` for the first, then drains the rest."""
-        out: list[Item] = []
-        try:
-            out.append(self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait())
-        except queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue, timeout_s)
 
     # --- what is stored (newest first), for tests and the HIL harness ------------------------
     def entries(self, count: int = MAX_STORED) -> list[dict[str, Any]]:

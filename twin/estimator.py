@@ -37,7 +37,7 @@ All times are passed in (``datetime``); nothing here reads a clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
