@@ -91,6 +91,11 @@ class ValidationSettings:
         ``"duplicate"`` (0: only readings with exactly the same time are).
     duplicate_memory: how many accepted reading times per subject are remembered
         to recognise re-sent readings (288: one day of 5-minute readings).
+    confirm_level_shift: after this many consecutive readings that the rate check
+        rejected but that agree with each other (each within the rate limit of the
+        one before), the last of them is accepted and becomes the new reference:
+        the level really moved, or the old reference was wrong (a compression low
+        that slipped through). 0 never re-anchors.
     """
 
     min_mg_dl: float = 20.0
@@ -102,6 +107,7 @@ class ValidationSettings:
     rate_window_min: float = 30.0
     min_interval_s: float = 0.0
     duplicate_memory: int = 288
+    confirm_level_shift: int = 2
 
     def __post_init__(self) -> None:
         for name in ("min_mg_dl", "max_mg_dl", "max_future_s", "max_age_min", "max_rate_mg_dl_per_min",
@@ -121,16 +127,21 @@ class ValidationSettings:
         n = self.duplicate_memory
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"duplicate_memory must be a positive integer, got {n!r}")
+        k = self.confirm_level_shift
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
+            raise ValueError(f"confirm_level_shift must be 0 (off) or an integer >= 2, got {k!r}")
 
 
 class _SubjectHistory:
     """What the validator remembers of one subject's accepted readings."""
 
-    __slots__ = ("last", "recent")
+    __slots__ = ("last", "recent", "shift", "shift_count")
 
     def __init__(self) -> None:
         self.last: GlucoseReading | None = None
         self.recent: OrderedDict[datetime, GlucoseReading] = OrderedDict()
+        self.shift: GlucoseReading | None = None  # the last reading the rate check rejected
+        self.shift_count = 0  # how many consecutive rejected readings agree with each other
 
 
 class ReadingValidator:
@@ -158,6 +169,7 @@ class ReadingValidator:
         self.settings = settings
         self.clock = clock
         self.counts: dict[str, int] = {ACCEPTED: 0, **{reason: 0 for reason in REASONS}}
+        self.level_shifts = 0  # readings accepted as a confirmed level shift (also counted as accepted)
         self._history: dict[str, _SubjectHistory] = {}
 
     def last_accepted(self, subject: str = "") -> GlucoseReading | None:
@@ -185,6 +197,9 @@ class ReadingValidator:
             raise ValueError(f"now must be a timezone-aware datetime, got {now!r}")
 
         reason = self._reason(reading, now)
+        if reason is not None and reason.startswith(IMPLAUSIBLE_RATE) and self._confirms_level_shift(reading):
+            reason = None
+            self.level_shifts += 1
         if reason is None:
             self._remember(reading)
             self.counts[ACCEPTED] += 1
@@ -234,8 +249,23 @@ class ReadingValidator:
         return (f"{IMPLAUSIBLE_RATE}: {last.glucose_mg_dl:g} -> {g:g} mg/dL in {gap_min:.1f} min "
                 f"({rate:.1f} mg/dL/min > {s.max_rate_mg_dl_per_min:g})")
 
+    def _confirms_level_shift(self, r: GlucoseReading) -> bool:
+        """Record a rate-rejected reading; True when it completes a run of agreeing ones."""
+        s = self.settings
+        history = self._history[r.subject]  # a rate rejection implies an accepted reference
+        prev = history.shift
+        agrees = False
+        if prev is not None:
+            gap_min = (r.time - prev.time).total_seconds() / 60.0
+            agrees = 0 < gap_min <= s.rate_window_min and abs(r.glucose_mg_dl - prev.glucose_mg_dl) \
+                <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min
+        history.shift_count = history.shift_count + 1 if agrees else 1
+        history.shift = r
+        return s.confirm_level_shift >= 2 and history.shift_count >= s.confirm_level_shift
+
     def _remember(self, r: GlucoseReading) -> None:
         history = self._history.setdefault(r.subject, _SubjectHistory())
+        history.shift, history.shift_count = None, 0
         if history.last is None or r.time > history.last.time:
             history.last = r
         history.recent[r.time] = r

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensors.reading import GlucoseReading, Rejected
-from sensors.validation import ACCEPTED, REASONS, ReadingValidator, ValidationSettings
+from sensors.validation import ACCEPTED, IMPLAUSIBLE_RATE, REASONS, ReadingValidator, ValidationSettings
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -242,6 +242,14 @@ def test_accepted_readings_are_strictly_increasing_and_plausible(steps):
     v = ReadingValidator(s)
     clock = T0
     accepted: list[GlucoseReading] = []
+    last_rate_rejected: GlucoseReading | None = None
+
+    def plausible(a: GlucoseReading, b: GlucoseReading) -> bool:
+        gap_min = (b.time - a.time).total_seconds() / 60
+        if a.clipped or b.clipped or gap_min > s.rate_window_min:
+            return True
+        return abs(b.glucose_mg_dl - a.glucose_mg_dl) <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min + 1e-9
+
     for offset_min, glucose, clipped, advance_min in steps:
         clock += timedelta(minutes=max(advance_min, 0))
         r = GlucoseReading(clock + timedelta(minutes=offset_min), glucose, "fuzz", clipped=clipped)
@@ -251,9 +259,34 @@ def test_accepted_readings_are_strictly_increasing_and_plausible(steps):
             if accepted:
                 prev = accepted[-1]
                 assert out.time > prev.time
-                gap_min = (out.time - prev.time).total_seconds() / 60
-                if not (out.clipped or prev.clipped) and gap_min <= s.rate_window_min:
-                    change = abs(out.glucose_mg_dl - prev.glucose_mg_dl)
-                    assert change <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min + 1e-9
+                # plausible against the last accepted reading, or a level shift confirmed by the
+                # rate-rejected reading just before it
+                assert plausible(prev, out) or (last_rate_rejected is not None
+                                                and out.time > last_rate_rejected.time
+                                                and plausible(last_rate_rejected, out))
             accepted.append(out)
+            last_rate_rejected = None
+        elif out.reason.startswith(IMPLAUSIBLE_RATE):
+            last_rate_rejected = r
     assert v.counts[ACCEPTED] == len(accepted)
+
+
+def test_a_confirmed_level_shift_re_anchors_the_stream():
+    """A false low that slipped through (compression) must not make every real reading after it
+    implausible: two agreeing readings confirm the real level."""
+    v = ReadingValidator()
+    assert isinstance(v.check(reading(0, 120), at(0)), GlucoseReading)
+    assert isinstance(v.check(reading(5, 70), at(5)), GlucoseReading)  # compression low: plausible rate
+    first = v.check(reading(8, 125), at(8))  # back to the real level: a jump from the false low
+    assert isinstance(first, Rejected) and first.reason.startswith(IMPLAUSIBLE_RATE)
+    second = v.check(reading(9, 127), at(9))  # still a jump from 70, but agrees with 125: the level is real
+    assert isinstance(second, GlucoseReading) and v.level_shifts == 1
+    assert isinstance(v.check(reading(14, 128), at(14)), GlucoseReading)
+    # a lone spike is still rejected, and the next normal reading is plausible again
+    assert isinstance(v.check(reading(17, 260), at(17)), Rejected)
+    assert isinstance(v.check(reading(20, 129), at(20)), GlucoseReading)
+    assert v.level_shifts == 1
+    never = ReadingValidator(ValidationSettings(confirm_level_shift=0))
+    for minute, g in ((0, 120), (5, 70), (8, 125), (9, 127)):
+        never.check(reading(minute, g), at(minute))
+    assert never.level_shifts == 0 and never.last_accepted().glucose_mg_dl == 70
