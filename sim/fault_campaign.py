@@ -61,7 +61,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import random
 import signal
 import threading
@@ -72,7 +71,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from sim.hil_patient import RemoteLoopController
+from sim.hil_patient import HilBus, RemoteLoopController
 
 FAULT_TYPES = ("cgm_dropout", "cgm_spike", "cgm_compression_low", "cgm_duplicate", "cgm_out_of_order",
                "treatment_duplicate", "mqtt_malformed", "broker_restart", "serial_drop_command",
@@ -236,94 +235,8 @@ def malformed_payload(rng: random.Random) -> bytes:
 # --------------------------------------------------------------------------- the patient's MQTT client
 
 
-class CampaignBus:
-    """The virtual patient's MQTT client (MQTT 5, QoS 1), tolerant of a broker restart.
-
-    Same topics and payloads as :class:`sim.hil_patient.HilBus`; publishing
-    waits for a connection and for the PUBACK (paho keeps QoS 1 messages queued
-    across a reconnect), and every ``loop/processed`` message is logged.
-    """
-
-    def __init__(self, host: str, port: int, prefix: str, subject: str, client_id: str,
-                 timeout_s: float = 30.0) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.base = f"{prefix}/{subject}"
-        self.timeout_s = timeout_s
-        self._processed: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.processed_log: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self.connects = 0
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        c.on_connect = self._on_connect
-        c.on_subscribe = lambda *a: self.ready.set()
-        c.on_disconnect = lambda *a: self.ready.clear()
-        c.on_message = self._on_message
-        c.reconnect_delay_set(0.1, 1.0)
-        self.client = c
-        c.connect(host, port, keepalive=10)
-        c.loop_start()
-        if not self.ready.wait(timeout_s):
-            raise RuntimeError(f"the campaign's patient could not connect to the broker at {host}:{port}")
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self.connects += 1
-        client.subscribe([(f"{self.base}/loop/processed", 1), (f"{self.base}/hil/pump_report", 1)])
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        try:
-            data = json.loads(msg.payload)
-        except ValueError:
-            return
-        if not isinstance(data, dict):
-            return
-        if msg.topic.endswith("/loop/processed"):
-            self.processed_log.append({"reading_t_ms": data.get("reading_t_ms"), "rejected": data.get("rejected"),
-                                       "cycle": (data.get("result") or {}).get("cycle")})
-            self._processed.put(data)
-        else:
-            self._reports.put(data)
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        return self.ready.wait(timeout_s)
-
-    def publish(self, topic: str, payload: str | bytes) -> None:
-        if not self.ready.wait(self.timeout_s):
-            raise RuntimeError(f"campaign patient: no broker connection for {self.timeout_s:g} s")
-        info = self.client.publish(f"{self.base}/{topic}", payload, qos=1)
-        deadline = time.monotonic() + self.timeout_s
-        while not info.is_published():  # queued by paho over a reconnect: wait for the PUBACK
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"campaign patient: no PUBACK on {topic} within {self.timeout_s:g} s")
-            time.sleep(0.005)
-
-    def publish_entry(self, entry: dict[str, Any]) -> None:
-        self.publish("cgm", json.dumps(entry))
-
-    def publish_clock(self, t_ms: int) -> None:
-        self.publish("hil/clock", json.dumps({"t_ms": t_ms}))
-
-    def publish_carbs(self, time_utc: datetime, carbs_g: float) -> None:
-        from sensors.nightscout_entry import CarbAnnouncement, announcement_to_treatment
-
-        self.publish("treatments", json.dumps(announcement_to_treatment(CarbAnnouncement(time_utc, carbs_g, "sim:hil"))))
-
-    def await_message(self, box: "queue.Queue[dict[str, Any]]", key: str, value: int,
-                      timeout_s: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout_s
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                data = box.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if data.get(key) == value:
-                return data
-        return None
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+CampaignBus = HilBus
+"""The campaign's patient uses the HIL patient's client (robust to broker restarts)."""
 
 
 # --------------------------------------------------------------------------- the faulty patient

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +47,12 @@ def epoch_ms(t: datetime) -> int:
 
 
 class HilBus:
-    """The virtual patient's MQTT client (paho-mqtt 2.x, MQTT 5, QoS 1)."""
+    """The virtual patient's MQTT client (paho-mqtt 2.x, MQTT 5, QoS 1), tolerant of a broker restart.
+
+    Publishing waits for a connection and for the PUBACK (paho keeps QoS 1
+    messages queued across a reconnect); every ``loop/processed`` message is
+    also kept in ``processed_log`` (the fault campaign reads it).
+    """
 
     def __init__(self, host: str, port: int, prefix: str, subject: str, client_id: str,
                  username: str = "", password: str = "", timeout_s: float = 60.0) -> None:
@@ -56,56 +62,86 @@ class HilBus:
         self.timeout_s = timeout_s
         self._processed: queue.Queue[dict[str, Any]] = queue.Queue()
         self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._connected = threading.Event()
+        self.processed_log: list[dict[str, Any]] = []
+        self.ready = threading.Event()  # connected and subscribed
+        self.connects = 0
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username:
             c.username_pw_set(username, password)
         c.on_connect = self._on_connect
+        c.on_subscribe = lambda *a: self.ready.set()
+        c.on_disconnect = lambda *a: self.ready.clear()
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.2, 5.0)
+        c.reconnect_delay_set(0.1, 1.0)
         self.client = c
-        c.connect(host, port, keepalive=30)
+        c.connect(host, port, keepalive=10)
         c.loop_start()
-        if not self._connected.wait(timeout_s):
+        if not self.ready.wait(timeout_s):
             raise RuntimeError(f"HIL patient could not connect to the broker at {host}:{port}")
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connects += 1
         client.subscribe([(f"{self.base}/loop/processed", 1), (f"{self.base}/hil/pump_report", 1)])
-        self._connected.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         try:
             data = json.loads(msg.payload)
         except ValueError:
             return
+        if not isinstance(data, dict):
+            return
         if msg.topic.endswith("/loop/processed"):
+            self.processed_log.append({"reading_t_ms": data.get("reading_t_ms"), "rejected": data.get("rejected"),
+                                       "cycle": (data.get("result") or {}).get("cycle")})
             self._processed.put(data)
         else:
             self._reports.put(data)
 
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        info = self.client.publish(f"{self.base}/{topic}", json.dumps(payload), qos=1)
-        info.wait_for_publish(self.timeout_s)
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.ready.wait(timeout_s)
 
-    def publish_carbs(self, time: datetime, carbs_g: float) -> None:
-        self._publish("treatments", announcement_to_treatment(CarbAnnouncement(time, carbs_g, "sim:hil")))
+    def publish(self, topic: str, payload: str | bytes) -> None:
+        if not self.ready.wait(self.timeout_s):
+            raise RuntimeError(f"HIL patient: no broker connection for {self.timeout_s:g} s")
+        info = self.client.publish(f"{self.base}/{topic}", payload, qos=1)
+        deadline = time.monotonic() + self.timeout_s
+        while not info.is_published():  # queued by paho over a reconnect: wait for the PUBACK
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"HIL patient: no PUBACK on {topic} within {self.timeout_s:g} s")
+            time.sleep(0.002)
+
+    def publish_entry(self, entry: dict[str, Any]) -> None:
+        self.publish("cgm", json.dumps(entry))
 
     def publish_cgm(self, time: datetime, cgm_mg_dl: float) -> None:
         entry = reading_to_entry(GlucoseReading(time, cgm_mg_dl, "sim:hil"))
         entry["sgv"] = float(cgm_mg_dl)  # simglucose's CGM is not whole mg/dL; JSON floats round-trip exactly
-        self._publish("cgm", entry)
+        self.publish_entry(entry)
+
+    def publish_carbs(self, time: datetime, carbs_g: float) -> None:
+        self.publish("treatments", json.dumps(announcement_to_treatment(CarbAnnouncement(time, carbs_g, "sim:hil"))))
 
     def publish_clock(self, t_ms: int) -> None:
-        self._publish("hil/clock", {"t_ms": t_ms})
+        self.publish("hil/clock", json.dumps({"t_ms": t_ms}))
+
+    def await_message(self, box: "queue.Queue[dict[str, Any]]", key: str, value: int,
+                      timeout_s: float) -> dict[str, Any] | None:
+        """The first message in ``box`` whose ``key`` equals ``value`` (others are dropped), or None."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                data = box.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if data.get(key) == value:
+                return data
+        return None
 
     def wait(self, box: "queue.Queue[dict[str, Any]]", key: str, t_ms: int, what: str) -> dict[str, Any]:
-        while True:
-            try:
-                data = box.get(timeout=self.timeout_s)
-            except queue.Empty:
-                raise RuntimeError(f"HIL: no {what} for t={t_ms} within {self.timeout_s:g} s") from None
-            if data.get(key) == t_ms:
-                return data
+        data = self.await_message(box, key, t_ms, self.timeout_s)
+        if data is None:
+            raise RuntimeError(f"HIL: no {what} for t={t_ms} within {self.timeout_s:g} s")
+        return data
 
     def close(self) -> None:
         self.client.loop_stop()
