@@ -43,6 +43,8 @@ class LoopSettings:
     command_validity_s: a command's expiry after its issue time.
     max_wait_min: run a cycle without a reading when none was accepted this long.
     replay_hours: how much journaled history a restart replays into the twin.
+    forecast_horizon_min: the twin forecast computed once per cycle (status line,
+        dashboards, Nightscout's forecast lines); at least 60.
     """
 
     cycle_min: float = 5.0
@@ -50,12 +52,16 @@ class LoopSettings:
     command_validity_s: float = 120.0
     max_wait_min: float = 10.0
     replay_hours: float = 24.0
+    forecast_horizon_min: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("cycle_min", "temp_basal_duration_min", "command_validity_s", "max_wait_min", "replay_hours"):
+        for name in ("cycle_min", "temp_basal_duration_min", "command_validity_s", "max_wait_min", "replay_hours",
+                     "forecast_horizon_min"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
+        if self.forecast_horizon_min < 60.0:
+            raise ValueError("forecast_horizon_min must be at least 60 (the status line shows 30 and 60 min)")
         if self.temp_basal_duration_min < self.cycle_min:
             raise ValueError("temp_basal_duration_min must be at least one cycle")
 
@@ -75,6 +81,7 @@ class CycleResult:
     delivered_bolus_u: float
     outcomes: tuple[PumpOutcome, ...]
     iob_u: float
+    forecast: Any = field(default=None, compare=False, repr=False)  # the cycle's twin Forecast, or None
 
     def status_line(self) -> str:
         g = "---" if self.glucose_mg_dl is None else f"{self.glucose_mg_dl:5.0f}"
@@ -321,9 +328,9 @@ class ClosedLoop:
     def _result(self, cycle: int, time: datetime, cgm: float | None, dose: Dose, basal: float, bolus: float,
                 outcomes: tuple[PumpOutcome, ...]) -> CycleResult:
         est = self.policy.estimator
-        f30 = f60 = None
+        f30 = f60 = fc = None
         if est is not None and est.readings_accepted:
-            fc = est.forecast(60.0)
+            fc = est.forecast(self.settings.forecast_horizon_min)  # once per cycle, shared by all who show it
             f30, f60 = fc.at(30.0)[0], fc.at(60.0)[0]
         return CycleResult(cycle, time, cgm, self.policy.supervisor.trend_mg_dl_per_min(), f30, f60, dose,
-                           basal, bolus, outcomes, self.policy.supervisor.iob_u(time))
+                           basal, bolus, outcomes, self.policy.supervisor.iob_u(time), fc)

@@ -22,6 +22,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -216,10 +217,9 @@ class NightscoutUpload:
 
     def cycle(self, result: CycleResult) -> None:
         def collect() -> None:
-            est = self.policy.estimator
             forecast = None
-            if est is not None and est.readings_accepted:
-                forecast = est.forecast(FORECAST_HORIZON_MIN, 5.0).to_dict()
+            if result.forecast is not None:  # the runtime's forecast of this cycle (FORECAST_HORIZON_MIN)
+                forecast = result.forecast.to_dict()
             self.uploader.collect({result.cycle: forecast} if forecast is not None else None)
 
         self._guard("collect", collect)
@@ -264,7 +264,10 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
         if upload is not None:
             upload.cycle(result)
 
-    loop = ClosedLoop(policy, source, pump, journal, clock, config.loop, validator=ReadingValidator(),
+    settings = config.loop
+    if upload is not None:  # Nightscout's forecast lines want 3 hours; the runtime computes it once
+        settings = replace(settings, forecast_horizon_min=max(settings.forecast_horizon_min, FORECAST_HORIZON_MIN))
+    loop = ClosedLoop(policy, source, pump, journal, clock, settings, validator=ReadingValidator(),
                       on_cycle=on_cycle if publisher is not None or upload is not None else None)
     report = loop.restore()
     print(f"glucotwin run: {config.profile.name}: journal {config.journal_path} "
