@@ -60,7 +60,7 @@ class MPCSettings:
     horizon_min: float = 180.0
     step_min: float = 5.0
     zone_low_offset_mg_dl: float = 10.0
-    zone_high_offset_mg_dl: float = 30.0
+    zone_high_offset_mg_dl: float = 10.0
     weight_high: float = 1.0
     weight_low: float = 20.0
     hypo_line_mg_dl: float = 85.0

@@ -10,7 +10,9 @@ it is what it is. Rules, in order (DESIGN.md safety invariants):
 2. glucose low, or forecast low by the supervisor's own trend -> suspend;
 3. glucose below the correction threshold -> nothing above the scheduled basal;
 4. max basal rate (min(configured, 4 x scheduled)), max bolus per cycle,
-   max insulin on board (net of the scheduled basal).
+   max insulin on board (net of the scheduled basal): for corrections the
+   smaller of the configured maximum and the insulin the current glucose calls
+   for; for announced carbohydrates on board, a share of their bolus insulin.
 """
 
 from __future__ import annotations
@@ -40,7 +42,19 @@ class SafetyLimits:
         While announced carbohydrates are absorbed, the limit is the larger of this
         and ``meal_insulin_fraction`` x their bolus-calculator insulin
         (carbs on board / carb ratio); the two do not add up.
-    meal_insulin_fraction: share of the bolus-calculator insulin allowed for announced carbs.
+    correction_iob_to_target: corrections are further limited to the insulin that brings
+        the current glucose to the target by the profile's correction factor, as a bolus
+        calculator would: insulin on board for corrections never exceeds what the latest
+        reading calls for, whatever the MPC's twin believes (no credit for a rising trend:
+        a sensor artefact rises too).
+    meal_insulin_fraction: share of the bolus-calculator insulin allowed for announced carbs
+        (0.8: a clinical carb ratio can over-dose; the MPC adds no correction on top of it
+        while the carbs are on board).
+    iob_action_duration_min, iob_peak_min: the insulin activity curve of the supervisor's
+        own insulin-on-board account. 10 h is deliberately longer than the 5-6 h pumps
+        assume: a slow absorber (subcutaneous time constants up to 7 h in the UVA/Padova
+        children) still has insulin acting after 6 h, and an account that forgets it lets
+        corrections stack.
     carb_absorption_min: announced carbohydrates count as on board for this long
         (linearly decreasing).
     low_mg_dl: glucose at or below which insulin is suspended.
@@ -56,7 +70,10 @@ class SafetyLimits:
     max_iob_u: float
     max_basal_multiple: float = 4.0
     carb_absorption_min: float = 180.0
-    meal_insulin_fraction: float = 0.6
+    meal_insulin_fraction: float = 0.8
+    correction_iob_to_target: bool = True
+    iob_action_duration_min: float = 600.0
+    iob_peak_min: float = 100.0
     low_mg_dl: float = 70.0
     suspend_forecast_mg_dl: float = 80.0
     correction_threshold_mg_dl: float = 90.0
@@ -71,18 +88,20 @@ class SafetyLimits:
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
         if not self.low_mg_dl < self.correction_threshold_mg_dl:
             raise ValueError("low_mg_dl must be below correction_threshold_mg_dl")
+        if not 0.0 < self.iob_peak_min < self.iob_action_duration_min / 2.0:
+            raise ValueError("iob_peak_min must be positive and below half of iob_action_duration_min")
         if not self.sensor_min_mg_dl < self.sensor_max_mg_dl:
             raise ValueError("sensor_min_mg_dl must be below sensor_max_mg_dl")
 
     @classmethod
     def for_profile(cls, profile: PatientProfile, **overrides: Any) -> "SafetyLimits":
         """Defaults from the profile: max basal 4 x the largest scheduled rate,
-        max bolus 25 % and max correction IOB 8 % of the total daily insulin."""
+        max bolus 25 % and max correction IOB 10 % of the total daily insulin."""
         largest = max(s.rate_u_per_h for s in profile.basal_schedule)
         values = dict(
             max_basal_u_per_h=4.0 * largest,
             max_bolus_u=0.25 * profile.total_daily_insulin_u,
-            max_iob_u=0.08 * profile.total_daily_insulin_u,
+            max_iob_u=0.10 * profile.total_daily_insulin_u,
         )
         values.update(overrides)
         return cls(**values)
@@ -157,12 +176,19 @@ class SafetySupervisor:
         net = (basal_u_per_h - scheduled) * minutes / 60.0 + bolus_u
         if net:
             self.deliveries.append(Delivery(time, net))
-        while self.deliveries and (time - self.deliveries[0].time) > timedelta(hours=8):
+        horizon = timedelta(minutes=self.limits.iob_action_duration_min)
+        while self.deliveries and (time - self.deliveries[0].time) > horizon:
             self.deliveries.popleft()
+
+    def correction_insulin_u(self, glucose_mg_dl: float) -> float:
+        """Insulin that brings ``glucose_mg_dl`` to the target by the profile's correction
+        factor (0 at or below the target)."""
+        excess = glucose_mg_dl - self.profile.target_mg_dl
+        return max(excess, 0.0) / self.profile.correction_factor_mg_dl_per_u
 
     def iob_u(self, now: datetime) -> float:
         """Net insulin on board above the scheduled basal (may be negative after a suspension)."""
-        return insulin_on_board_u(self.deliveries, now)
+        return insulin_on_board_u(self.deliveries, now, self.limits.iob_action_duration_min, self.limits.iob_peak_min)
 
     # --- the rules ------------------------------------------------------------------
     def _cgm_problem(self, now: datetime) -> str | None:
@@ -243,7 +269,13 @@ class SafetySupervisor:
             change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
         # insulin on board above scheduled basal after this cycle must stay within the IOB limit
         meal_insulin = lim.meal_insulin_fraction * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
-        limit = max(lim.max_iob_u, meal_insulin)
+        correction_limit, why = lim.max_iob_u, f"max {lim.max_iob_u:.2f} U"
+        if lim.correction_iob_to_target:
+            needed = self.correction_insulin_u(glucose)
+            if needed < correction_limit:
+                correction_limit = needed
+                why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"
+        limit = max(correction_limit, meal_insulin)
         added = bolus + max(basal - scheduled, 0.0) * cycle_min / 60.0
         room = max(limit - iob, 0.0)
         if added > room + 1e-12:
@@ -251,7 +283,7 @@ class SafetySupervisor:
             extra_rate = max(room - new_bolus, 0.0) * 60.0 / cycle_min
             new_basal = min(basal, scheduled + extra_rate)
             change("max_iob", f"IOB {iob:.2f} U + {added:.2f} U would exceed {limit:.2f} U "
-                   f"(max of {lim.max_iob_u:.2f} U and {meal_insulin:.2f} U for announced carbs on board)",
+                   f"(corrections: {why}; announced carbs on board: {meal_insulin:.2f} U)",
                    new_basal, new_bolus)
         return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, True,
                         tuple(notes))

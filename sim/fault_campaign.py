@@ -709,10 +709,15 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
             note(violations, "bolus_above_max_per_cycle", d.cycle)
         iob = account.iob_u(t)
         meal = limits.meal_insulin_fraction * account.carbs_on_board_g(t) / profile.carb_ratio_g_per_u
-        limit = max(limits.max_iob_u, meal)
+        correction = limits.max_iob_u
+        if limits.correction_iob_to_target and inp.cgm_mg_dl is not None:
+            needed = max(inp.cgm_mg_dl - profile.target_mg_dl, 0.0) / profile.correction_factor_mg_dl_per_u
+            correction = min(correction, needed)
+        limit = max(correction, meal)
         added = bolus + max(basal - scheduled, 0.0) * minutes / 60.0
         if added > EPS:
-            iob_max_ratio = max(iob_max_ratio, (iob + added) / limit)
+            if limit > 0:
+                iob_max_ratio = max(iob_max_ratio, (iob + added) / limit)
             if iob + added > limit + EPS:
                 note(violations, "net_iob_above_limit", {"cycle": d.cycle, "iob_u": round(iob, 4),
                                                          "added_u": round(added, 4), "limit_u": round(limit, 4)})

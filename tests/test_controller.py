@@ -34,7 +34,7 @@ def _solve(twin, est):
 
 
 def test_in_range_and_flat_keeps_about_the_scheduled_basal(twin):
-    result, scheduled = _solve(twin, _estimator_at(twin, twin.basal_glucose_mg_dl))
+    result, scheduled = _solve(twin, _estimator_at(twin, twin.profile.target_mg_dl))
     assert result.status == "optimal"
     assert result.bolus_u == 0.0
     assert result.basal_u_per_h == pytest.approx(scheduled, rel=0.5)

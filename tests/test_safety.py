@@ -61,7 +61,10 @@ def test_never_above_max_basal_max_bolus_or_max_iob(case):
         or not safe.automatic
     assert safe.dose.bolus_u <= lim.max_bolus_u + 1e-9
     if safe.automatic:
-        limit = max(lim.max_iob_u, lim.meal_insulin_fraction * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
+        # corrections: the configured maximum, and never more than the latest glucose calls for
+        glucose = sup.readings[-1][1]
+        correction = min(lim.max_iob_u, max(glucose - profile.target_mg_dl, 0.0) / profile.correction_factor_mg_dl_per_u)
+        limit = max(correction, lim.meal_insulin_fraction * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
         added = safe.dose.bolus_u + max(safe.dose.basal_u_per_h - scheduled, 0.0) * cycle / 60
         assert added <= max(limit - safe.iob_u, 0.0) + 1e-9
 
@@ -137,3 +140,18 @@ def test_limits_validation():
         SafetyLimits(max_basal_u_per_h=-1, max_bolus_u=1, max_iob_u=1)
     with pytest.raises(ValueError):
         SafetyLimits(max_basal_u_per_h=1, max_bolus_u=1, max_iob_u=1, low_mg_dl=100, correction_threshold_mg_dl=90)
+
+
+def test_corrections_stop_at_what_the_glucose_calls_for():
+    """At 160 mg/dL, target 120, CF 40: at most 1 U of correction insulin on board, whatever the proposal."""
+    profile = PatientProfile("p", 70.0, 40.0, 10.0, 40.0, 40.0, (BasalSegment(0, 1.0),), target_mg_dl=120.0)
+    sup = SafetySupervisor(profile)
+    for minutes in (10, 5, 0):
+        sup.observe(NOW - timedelta(minutes=minutes), 160.0)
+    safe = sup.bound(Dose(1.0, 3.0, "proposal"), NOW, 5.0)
+    assert safe.dose.bolus_u == pytest.approx(1.0)
+    assert any(a.rule == "max_iob" and "1.00 U corrects 160 mg/dL" in a.detail for a in safe.adjustments)
+    sup.delivered(NOW, 1.0, 5.0, safe.dose.bolus_u)
+    later = NOW + timedelta(minutes=5)
+    sup.observe(later, 160.0)
+    assert sup.bound(Dose(1.0, 3.0, "proposal"), later, 5.0).dose.bolus_u < 0.05  # the 1 U is still on board
