@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "60 minutes in fully-closed-loop runs (glucotwin's MPC, unannounced meals) of all 30 patients, "
             "the control cycle's compute time inside closed-loop runs, and the live loop's footprint "
             "(startup_s: glucotwin run --help; loop_rss_mb: the loop process with MQTT and serial attached, "
-            "in a HIL run). Takes about 20 minutes on 2 cores."
+            "in a HIL run). Takes about 5 minutes on 2 cores."
         ),
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as flat JSON keys")
