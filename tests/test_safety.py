@@ -155,3 +155,13 @@ def test_corrections_stop_at_what_the_glucose_calls_for():
     later = NOW + timedelta(minutes=5)
     sup.observe(later, 160.0)
     assert sup.bound(Dose(1.0, 3.0, "proposal"), later, 5.0).dose.bolus_u < 0.05  # the 1 U is still on board
+
+
+def test_the_supervisor_remembers_insulin_for_ten_hours():
+    """Its IOB account has a 10-hour tail: a bolus 7 h ago still counts, one 10 h ago no longer does."""
+    profile = PatientProfile("p", 70.0, 40.0, 10.0, 40.0, 40.0, (BasalSegment(0, 1.0),))
+    sup = SafetySupervisor(profile)
+    sup.delivered(NOW - timedelta(hours=10, minutes=5), 1.0, 5.0, 1.0)
+    sup.delivered(NOW - timedelta(hours=7), 1.0, 5.0, 2.0)
+    assert sup.iob_u(NOW) == pytest.approx(2.0 * fraction_remaining(7 * 60, 600.0, 100.0))  # the older adds 0
+    assert sup.iob_u(NOW) > 0.05 and fraction_remaining(7 * 60) == 0.0  # Loop's 6-h curve has forgotten it
