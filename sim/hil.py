@@ -225,6 +225,7 @@ def run_hil(patients: list[str], protocol: TrialProtocol, out_dir: Path, broker:
 
     ``nightscout`` (a :class:`sim.hil_nightscout.NightscoutTarget`): each loop uploads its journal there.
     """
+    out_dir = Path(out_dir).resolve()  # the loop's config names files by absolute path
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if broker is None:

@@ -8,6 +8,8 @@ controller, prior), and the journal must hold every step.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import shutil
 
 import numpy as np
@@ -23,9 +25,10 @@ pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat"
                                 reason="needs mosquitto and socat (installed by .ci/run)")
 
 
-def test_hil_equals_the_in_process_trial_and_journals_everything(tmp_path):
+def test_hil_equals_the_in_process_trial_and_journals_everything(tmp_path, monkeypatch):
     protocol = TrialProtocol(arm="hcl", days=0.3)  # 7.2 h: breakfast announced and bolused
-    hil = run_hil(["adult#003"], protocol, tmp_path / "hil", progress=False)
+    monkeypatch.chdir(tmp_path)  # a relative --out, as a user types it
+    hil = run_hil(["adult#003"], protocol, Path("hil"), progress=False)
     trial = run_trial("mpc", ["adult#003"], protocol, out_dir=tmp_path / "trial", workers=1, progress=False)
     a, b = hil.runs[0].trace, trial.runs[0].trace
     assert len(a.bg_mg_dl) == len(b.bg_mg_dl) == 145
