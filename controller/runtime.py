@@ -260,9 +260,12 @@ class ClosedLoop:
         dose = self.policy.decide(inp, assume_delivered=False)
         self.journal.append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict()},
                             cycle=cycle)
-        orders = self._orders(time, dose)
-        outcomes = []
-        for order in orders:
+        orders, outcomes = [], []
+        for spec in self._order_specs(time, dose):
+            # the seq is taken just before sending: a STATUS fence that settled the previous
+            # order used a higher seq, and a seq taken before it would now be refused as replayed
+            order = PumpOrder(self.pump.allocate_seq(), **spec)
+            orders.append(order)
             self.journal.append("command", self.clock().isoformat(), order.to_dict(), cycle=cycle, seq=order.seq)
             outcome = self.pump.execute(order)
             if outcome.status == "unknown":
@@ -289,15 +292,17 @@ class ClosedLoop:
             self.on_cycle(result)
         return result
 
-    def _orders(self, time: datetime, dose: Dose) -> list[PumpOrder]:
-        """The cycle's commands, issued now by the clock (a late reading must not make them stale)."""
+    def _order_specs(self, time: datetime, dose: Dose) -> list[dict[str, Any]]:
+        """The cycle's commands but their seq, issued now by the clock (a late reading must not
+        make them stale)."""
         issued = max(self.clock(), time)
         expires = issued + timedelta(seconds=self.settings.command_validity_s)
-        orders = [PumpOrder(self.pump.allocate_seq(), "temp_basal", issued, expires,
-                            rate_u_per_h=dose.basal_u_per_h, duration_min=self.settings.temp_basal_duration_min)]
+        specs: list[dict[str, Any]] = [dict(kind="temp_basal", issued_at=issued, expires_at=expires,
+                                            rate_u_per_h=dose.basal_u_per_h,
+                                            duration_min=self.settings.temp_basal_duration_min)]
         if dose.bolus_u > 0:
-            orders.append(PumpOrder(self.pump.allocate_seq(), "bolus", issued, expires, bolus_u=dose.bolus_u))
-        return orders
+            specs.append(dict(kind="bolus", issued_at=issued, expires_at=expires, bolus_u=dose.bolus_u))
+        return specs
 
     def _confirmed(self, time: datetime, orders: list[PumpOrder],
                    outcomes: list[PumpOutcome]) -> tuple[float, float]:

@@ -125,6 +125,39 @@ def test_lost_reply_is_resolved_by_status_not_by_sending_again(tmp_path):
         assert replies[3] == "ack" and replies[4] == "ack"
 
 
+class FencingPump(MemoryPump):
+    """Loses every temp-basal command; its STATUS query takes a seq, as PumpLink's does, and the
+    pump then refuses any seq at or below the highest it has seen (replay protection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_seq = 0
+
+    def execute(self, order: PumpOrder) -> PumpOutcome:
+        if order.kind == "temp_basal":
+            self.sends.append(order.seq)
+            return PumpOutcome(order.seq, "unknown", reason="command frame lost")
+        if order.seq <= self.last_seq:
+            return PumpOutcome(order.seq, "nak", reason="replayed")
+        self.last_seq = order.seq
+        return super().execute(order)
+
+    def resolve(self, order: PumpOrder) -> PumpOutcome:
+        self.last_seq = max(self.last_seq, self.allocate_seq())  # the STATUS fence
+        return super().resolve(order)
+
+
+def test_a_status_fence_in_a_cycle_does_not_void_the_cycles_bolus(tmp_path):
+    pump, clock = FencingPump(), Clock()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        loop, source = make_loop(journal, pump, clock)
+        feed(loop, source, clock, 0, 12, glucose=lambda k: 200.0 + 8.0 * k)  # rising: boluses
+        replies = [e.payload for e in journal.events("reply")]
+        boluses = [r for r in replies if r["bolus_u"] > 0 or "replayed" in r["reason"]]
+        assert any(r["status"] == "not_executed" for r in replies)  # the temp basals were fenced
+        assert boluses and all(r["status"] == "ack" for r in boluses), boluses
+
+
 def test_restart_restores_iob_and_never_repeats_a_dose(tmp_path):
     path = tmp_path / "j.sqlite"
     pump, clock = MemoryPump(), Clock()
