@@ -878,7 +878,6 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
     protocol = TrialProtocol(arm=arm, days=days, sensor=sensor, start=BENCHMARK_START + timedelta(hours=start_hour))
     samples = int(round(days * 24 * 60 / SAMPLE_MIN[sensor]))
     plan = plan or make_plan(samples, days, seed, per_day)
-    out_dir = Path(out_dir).resolve()  # the loop's config names files by absolute path
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = subject_slug(patient)
     audit_path = out_dir / f"{slug}.pump-audit.jsonl"

@@ -136,6 +136,7 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
     ``nightscout`` (a :class:`sim.hil_nightscout.NightscoutTarget`): the loop uploads there.
     """
     slug = subject_slug(patient)
+    out_dir = Path(out_dir).resolve()  # the loop's config names its files by absolute path
     run_dir = out_dir / f"{slug}.hil"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -225,7 +226,6 @@ def run_hil(patients: list[str], protocol: TrialProtocol, out_dir: Path, broker:
 
     ``nightscout`` (a :class:`sim.hil_nightscout.NightscoutTarget`): each loop uploads its journal there.
     """
-    out_dir = Path(out_dir).resolve()  # the loop's config names files by absolute path
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if broker is None:
