@@ -61,6 +61,8 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
         "forecast_rmse_30_mg_dl": fc["pooled"]["rmse_30_mg_dl"],
         "forecast_rmse_60_mg_dl": fc["pooled"]["rmse_60_mg_dl"],
         "forecast_n_30": fc["pooled"]["n_30"],
+        **{f"forecast_{kind}_rmse_{h}_mg_dl": fc["pooled"][f"{kind}_rmse_{h}_mg_dl"]
+           for kind in ("persistence", "linear", "floor") for h in (30, 60)},
         "forecast_run": "fully closed loop (glucotwin MPC), public seeds, unannounced meals, twin personalized "
                         "with a leave-one-out prior; truth and issuing reading inside the CGM range 39-600",
         "forecast_per_patient": fc["patients"],
@@ -115,6 +117,11 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(f"{key:<28}{value:>12.3f}  {op} {goal:<7g} {'yes' if met else 'NO'}")
     if result.get("startup_heavy_imports"):
         lines.append(f"WARNING: glucotwin run --help imported {', '.join(result['startup_heavy_imports'])}")
+    if "forecast_floor_rmse_60_mg_dl" in result:
+        lines.append("forecast RMSE at 30 / 60 min, same runs: twin {:.1f} / {:.1f}; persistence {:.1f} / {:.1f}; "
+                     "linear {:.1f} / {:.1f}; floor (an oracle that knows all but when the next meal starts) "
+                     "{:.1f} / {:.1f}".format(*(result[f"forecast_{k}rmse_{h}_mg_dl"]
+                                                for k in ("", "persistence_", "linear_", "floor_") for h in (30, 60))))
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")

@@ -117,25 +117,64 @@ def forecast_errors(run: PatientRun, horizon_min: int) -> np.ndarray:
     return err[np.isfinite(err)]
 
 
+LINEAR_SLOPE_MIN = 15
+
+
+def baseline_errors(run: PatientRun, horizon_min: int) -> dict[str, np.ndarray]:
+    """Persistence (the CGM reading) and linear extrapolation (slope over the last 15 minutes of CGM)
+    minus true BG, counted exactly like :func:`forecast_errors` (and where the twin forecast exists)."""
+    trace = run.trace
+    lag = int(round(horizon_min / trace.sample_min))
+    back = int(round(LINEAR_SLOPE_MIN / trace.sample_min))
+    if lag >= len(trace):
+        return {"persistence": np.array([]), "linear": np.array([])}
+    n = len(trace) - lag
+    cgm = trace.cgm_mg_dl
+    slope = np.full(n, np.nan)
+    slope[back:] = (cgm[back:n] - cgm[:n - back]) / LINEAR_SLOPE_MIN
+    twin = np.array([np.nan if v is None else float(v) for v in trace.diagnostics[f"forecast_{horizon_min}_mg_dl"]])
+    low, high = SENSOR_RANGE_MG_DL
+    truth, issued_from = trace.bg_mg_dl[lag:], cgm[:n]
+    valid = ((truth > low) & (truth < high) & (issued_from > low) & (issued_from < high)
+             & np.isfinite(slope) & np.isfinite(twin[:n]))
+    return {"persistence": (issued_from - truth)[valid], "linear": (issued_from + slope * horizon_min - truth)[valid]}
+
+
+def _rmse(err: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(err**2))) if err.size else float("nan")
+
+
 def forecast_accuracy(patients: list[str], days: float = 3.0, seed_offset: int = 0, workers: int | None = None,
                       progress: bool = False, controller: str = "basal") -> dict[str, Any]:
     """RMSE (mg/dL) per horizon, per patient and pooled over all forecasts, FCL arm.
 
     ``controller``: ``basal`` (programmed basal only) or ``mpc`` (glucotwin's closed loop).
+    Beside the twin (``rmse_H_mg_dl``), on the same runs: persistence
+    (``persistence_rmse_H_mg_dl``), linear extrapolation
+    (``linear_rmse_H_mg_dl``) and the floor set by unannounced future meals
+    alone (``floor_rmse_H_mg_dl``, :mod:`sim.forecast_floor`).
     """
+    from sim.forecast_floor import oracle_errors
+
     protocol = TrialProtocol(arm="fcl", days=days, seed_offset=seed_offset)
     runs = run_patients(patients, CONTROLLERS[controller], protocol, workers=workers, progress=progress)
     result: dict[str, Any] = {"protocol": protocol.to_dict(), "controller": controller, "patients": {}, "pooled": {}}
-    pooled: dict[int, list[np.ndarray]] = {h: [] for h in HORIZONS_MIN}
+    kinds = ("", "persistence_", "linear_", "floor_")
+    pooled: dict[str, list[np.ndarray]] = {f"{k}{h}": [] for k in kinds for h in HORIZONS_MIN}
     for run in runs:
         row = {}
+        floor = oracle_errors(run, protocol, HORIZONS_MIN, SENSOR_RANGE_MG_DL)
         for h in HORIZONS_MIN:
-            err = forecast_errors(run, h)
-            pooled[h].append(err)
-            row[f"rmse_{h}_mg_dl"] = float(np.sqrt(np.mean(err**2)))
+            base = baseline_errors(run, h)
+            errors = {"": forecast_errors(run, h), "persistence_": base["persistence"], "linear_": base["linear"],
+                      "floor_": floor[h]}
+            for kind, err in errors.items():
+                pooled[f"{kind}{h}"].append(err)
+                row[f"{kind}rmse_{h}_mg_dl"] = _rmse(err)
         result["patients"][run.patient] = row
-    for h in HORIZONS_MIN:
-        err = np.concatenate(pooled[h])
-        result["pooled"][f"rmse_{h}_mg_dl"] = float(np.sqrt(np.mean(err**2)))
-        result["pooled"][f"n_{h}"] = int(err.size)
+    for kind in kinds:
+        for h in HORIZONS_MIN:
+            err = np.concatenate(pooled[f"{kind}{h}"])
+            result["pooled"][f"{kind}rmse_{h}_mg_dl"] = _rmse(err)
+            result["pooled"][f"{kind}n_{h}"] = int(err.size)
     return result
