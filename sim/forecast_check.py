@@ -8,6 +8,7 @@ compared with the true blood glucose at their target times.
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import Any
 
 import numpy as np
@@ -117,27 +118,31 @@ def forecast_errors(run: PatientRun, horizon_min: int) -> np.ndarray:
     return err[np.isfinite(err)]
 
 
-LINEAR_SLOPE_MIN = 15
-
-
 def baseline_errors(run: PatientRun, horizon_min: int) -> dict[str, np.ndarray]:
-    """Persistence (the CGM reading) and linear extrapolation (slope over the last 15 minutes of CGM)
-    minus true BG, counted exactly like :func:`forecast_errors` (and where the twin forecast exists)."""
+    """glucotwin replay's baselines (:class:`~twin.forecaster.Persistence`,
+    :class:`~twin.forecaster.LinearExtrapolation`) fed the run's CGM, minus true
+    BG, on exactly the pairs :func:`forecast_errors` counts for the twin."""
+    from twin.forecaster import LinearExtrapolation, Persistence
+
     trace = run.trace
     lag = int(round(horizon_min / trace.sample_min))
-    back = int(round(LINEAR_SLOPE_MIN / trace.sample_min))
     if lag >= len(trace):
         return {"persistence": np.array([]), "linear": np.array([])}
-    n = len(trace) - lag
-    cgm = trace.cgm_mg_dl
-    slope = np.full(n, np.nan)
-    slope[back:] = (cgm[back:n] - cgm[:n - back]) / LINEAR_SLOPE_MIN
     twin = np.array([np.nan if v is None else float(v) for v in trace.diagnostics[f"forecast_{horizon_min}_mg_dl"]])
     low, high = SENSOR_RANGE_MG_DL
-    truth, issued_from = trace.bg_mg_dl[lag:], cgm[:n]
-    valid = ((truth > low) & (truth < high) & (issued_from > low) & (issued_from < high)
-             & np.isfinite(slope) & np.isfinite(twin[:n]))
-    return {"persistence": (issued_from - truth)[valid], "linear": (issued_from + slope * horizon_min - truth)[valid]}
+    n = len(trace) - lag
+    truth, issued_from = trace.bg_mg_dl[lag:], trace.cgm_mg_dl[:n]
+    valid = (truth > low) & (truth < high) & (issued_from > low) & (issued_from < high) & np.isfinite(twin[:n])
+    out = {}
+    for method in (Persistence(), LinearExtrapolation()):
+        forecast = np.full(n, np.nan)
+        for i in range(n):
+            if np.isfinite(trace.cgm_mg_dl[i]):
+                method.observe(trace.time[i].replace(tzinfo=timezone.utc), float(trace.cgm_mg_dl[i]))
+                forecast[i] = method.forecast([horizon_min])[0].forecast_mg_dl
+        err = (forecast - truth)[valid]
+        out[method.name] = err[np.isfinite(err)]
+    return out
 
 
 def _rmse(err: np.ndarray) -> float:
