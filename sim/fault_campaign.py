@@ -235,8 +235,7 @@ def malformed_payload(rng: random.Random) -> bytes:
 # --------------------------------------------------------------------------- the patient's MQTT client
 
 
-CampaignBus = HilBus
-"""The campaign's patient uses the HIL patient's client (robust to broker restarts)."""
+# The campaign's patient uses the HIL patient's client, HilBus (robust to broker restarts).
 
 
 # --------------------------------------------------------------------------- the faulty patient
@@ -256,7 +255,7 @@ class CampaignTiming:
 class CampaignPatient(RemoteLoopController):
     """A simglucose ``Controller`` that is the HIL patient device and the fault injector."""
 
-    def __init__(self, bus: CampaignBus, hp: Any, relay: Any, broker: Any, injector: Any, plan: FaultPlan,
+    def __init__(self, bus: HilBus, hp: Any, relay: Any, broker: Any, injector: Any, plan: FaultPlan,
                  meal_announcement: bool, timing: CampaignTiming, log: Callable[[str], None] | None = None) -> None:
         super().__init__(bus, meal_announcement=meal_announcement)  # type: ignore[arg-type]
         self.hp, self.relay, self.broker, self.injector, self.plan = hp, relay, broker, injector, plan
@@ -897,7 +896,7 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
         bus = injector = None
         try:
             relay = relays[0]
-            bus = CampaignBus(broker.host, broker.port, TOPIC_PREFIX, slug, client_id=f"patient-{slug}")
+            bus = HilBus(broker.host, broker.port, TOPIC_PREFIX, slug, client_id=f"patient-{slug}")
             injector = MqttCgmPublisher(MqttSettings(host=broker.host, port=broker.port,
                                                      client_id=f"fault-injector-{slug}", topic_prefix=TOPIC_PREFIX,
                                                      subject=slug, session_expiry_s=0,

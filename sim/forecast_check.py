@@ -96,6 +96,19 @@ CONTROLLERS = {"basal": observed_basal_controller, "mpc": observed_mpc_controlle
 SENSOR_RANGE_MG_DL = (39.0, 600.0)
 
 
+def _counted_pairs(run: PatientRun, horizon_min: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(n, twin forecasts issued at samples 0..n-1, true BG at their targets, which pairs count)."""
+    trace = run.trace
+    lag = int(round(horizon_min / trace.sample_min))
+    n = max(len(trace) - lag, 0)
+    forecasts = np.array([np.nan if v is None else float(v)
+                          for v in trace.diagnostics[f"forecast_{horizon_min}_mg_dl"][:n]])
+    low, high = SENSOR_RANGE_MG_DL
+    truth, issued_from = trace.bg_mg_dl[lag:], trace.cgm_mg_dl[:n]
+    valid = (truth > low) & (truth < high) & (issued_from > low) & (issued_from < high) & np.isfinite(forecasts)
+    return n, forecasts, truth, valid
+
+
 def forecast_errors(run: PatientRun, horizon_min: int) -> np.ndarray:
     """Forecast minus true BG at the target time.
 
@@ -105,43 +118,30 @@ def forecast_errors(run: PatientRun, horizon_min: int) -> np.ndarray:
     while untreated virtual children reach over 1,000 mg/dL: no forecaster
     that sees only the CGM can follow glucose it cannot measure.)
     """
-    trace = run.trace
-    lag = int(round(horizon_min / trace.sample_min))
-    if lag >= len(trace):
-        return np.array([])
-    forecasts = np.array([np.nan if v is None else float(v) for v in trace.diagnostics[f"forecast_{horizon_min}_mg_dl"]])
-    low, high = SENSOR_RANGE_MG_DL
-    truth = trace.bg_mg_dl[lag:]
-    issued_from = trace.cgm_mg_dl[:-lag]
-    valid = (truth > low) & (truth < high) & (issued_from > low) & (issued_from < high)
-    err = (forecasts[:-lag] - truth)[valid]
-    return err[np.isfinite(err)]
+    _, forecasts, truth, valid = _counted_pairs(run, horizon_min)
+    return (forecasts - truth)[valid]
 
 
-def baseline_errors(run: PatientRun, horizon_min: int) -> dict[str, np.ndarray]:
+def baseline_errors(run: PatientRun, horizons_min: tuple[int, ...]) -> dict[int, dict[str, np.ndarray]]:
     """glucotwin replay's baselines (:class:`~twin.forecaster.Persistence`,
-    :class:`~twin.forecaster.LinearExtrapolation`) fed the run's CGM, minus true
-    BG, on exactly the pairs :func:`forecast_errors` counts for the twin."""
+    :class:`~twin.forecaster.LinearExtrapolation`) fed the run's CGM once, minus
+    true BG, per horizon on exactly the pairs :func:`forecast_errors` counts for the twin."""
     from twin.forecaster import LinearExtrapolation, Persistence
 
     trace = run.trace
-    lag = int(round(horizon_min / trace.sample_min))
-    if lag >= len(trace):
-        return {"persistence": np.array([]), "linear": np.array([])}
-    twin = np.array([np.nan if v is None else float(v) for v in trace.diagnostics[f"forecast_{horizon_min}_mg_dl"]])
-    low, high = SENSOR_RANGE_MG_DL
-    n = len(trace) - lag
-    truth, issued_from = trace.bg_mg_dl[lag:], trace.cgm_mg_dl[:n]
-    valid = (truth > low) & (truth < high) & (issued_from > low) & (issued_from < high) & np.isfinite(twin[:n])
-    out = {}
-    for method in (Persistence(), LinearExtrapolation()):
-        forecast = np.full(n, np.nan)
-        for i in range(n):
-            if np.isfinite(trace.cgm_mg_dl[i]):
-                method.observe(trace.time[i].replace(tzinfo=timezone.utc), float(trace.cgm_mg_dl[i]))
-                forecast[i] = method.forecast([horizon_min])[0].forecast_mg_dl
-        err = (forecast - truth)[valid]
-        out[method.name] = err[np.isfinite(err)]
+    methods = (Persistence(), LinearExtrapolation())
+    forecasts = {(m.name, h): np.full(len(trace), np.nan) for m in methods for h in horizons_min}
+    for i in range(len(trace)):
+        if not np.isfinite(trace.cgm_mg_dl[i]):
+            continue
+        for method in methods:
+            method.observe(trace.time[i].replace(tzinfo=timezone.utc), float(trace.cgm_mg_dl[i]))
+            for point in method.forecast(horizons_min):
+                forecasts[method.name, int(point.horizon_min)][i] = point.forecast_mg_dl
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for h in horizons_min:
+        n, _, truth, valid = _counted_pairs(run, h)
+        out[h] = {m.name: (forecasts[m.name, h][:n] - truth)[valid] for m in methods}
     return out
 
 
@@ -169,8 +169,9 @@ def forecast_accuracy(patients: list[str], days: float = 3.0, seed_offset: int =
     for run in runs:
         row = {}
         floor = oracle_errors(run, protocol, HORIZONS_MIN, SENSOR_RANGE_MG_DL)
+        baselines = baseline_errors(run, HORIZONS_MIN)
         for h in HORIZONS_MIN:
-            base = baseline_errors(run, h)
+            base = baselines[h]
             errors = {"": forecast_errors(run, h), "persistence_": base["persistence"], "linear_": base["linear"],
                       "floor_": floor[h]}
             for kind, err in errors.items():
