@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from controller.insulin_math import Delivery
+from controller.share_learning import ShareLearner
 from controller.mpc import MPCSettings
 from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits, SafetySupervisor
@@ -93,6 +94,8 @@ def supervisor_state(sup: SafetySupervisor) -> dict[str, Any]:
         "readings": [[t.isoformat(), g] for t, g in sup.readings],
         "deliveries": [[d.time.isoformat(), d.amount_u] for d in sup.deliveries],
         "announced": [[t.isoformat(), g] for t, g in sup.announced],
+        "meal_learner": sup.meal_learner.to_dict(),
+        "correction_learner": sup.correction_learner.to_dict(),
     }
 
 
@@ -101,6 +104,9 @@ def restore_supervisor(profile: PatientProfile, limits: SafetyLimits, state: dic
     sup.readings = deque(((datetime.fromisoformat(t), float(g)) for t, g in state["readings"]), maxlen=12)
     sup.deliveries = deque(Delivery(datetime.fromisoformat(t), float(a)) for t, a in state["deliveries"])
     sup.announced = deque((datetime.fromisoformat(t), float(g)) for t, g in state["announced"])
+    sup.meal_learner = ShareLearner.from_dict(state["meal_learner"], SafetySupervisor.learning_settings(limits))
+    sup.correction_learner = ShareLearner.from_dict(state["correction_learner"],
+                                                    SafetySupervisor.correction_learning_settings(limits))
     return sup
 
 

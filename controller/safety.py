@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.insulin_math import Delivery, insulin_on_board_u
+from controller.share_learning import ShareLearner, ShareLearningSettings
 from controller.policy import Dose
 from twin.profile import PatientProfile
 
@@ -48,8 +49,17 @@ class SafetyLimits:
         reading calls for, whatever the MPC's twin believes (no credit for a rising trend:
         a sensor artefact rises too).
     meal_insulin_fraction: share of the bolus-calculator insulin allowed for announced carbs
-        (0.8: a clinical carb ratio can over-dose; the MPC adds no correction on top of it
-        while the carbs are on board).
+        at first (0.8: a clinical carb ratio can over-dose; the MPC adds no correction on top
+        of it while the carbs are on board). The supervisor then learns the share from what
+        the CGM does after each meal (:mod:`controller.share_learning`), within
+        ``[meal_insulin_fraction_min, meal_insulin_fraction_max]``.
+    meal_insulin_fraction_min, meal_insulin_fraction_max: bounds of the learned share;
+        the maximum is at most 1 (never more than the bolus calculator). Set both equal to
+        ``meal_insulin_fraction`` to switch learning off.
+    correction_share_min: lowest learned correction share. The share scales ``max_iob_u``
+        and the insulin the current glucose calls for; it starts at 1, and never exceeds it,
+        so learning only ever tightens the configured maximum (DESIGN.md invariant 1;
+        :mod:`controller.share_learning`). 1 switches it off.
     iob_action_duration_min, iob_peak_min: the insulin activity curve of the supervisor's
         own insulin-on-board account. 10 h is deliberately longer than the 5-6 h pumps
         assume: a slow absorber (subcutaneous time constants up to 7 h in the UVA/Padova
@@ -71,6 +81,9 @@ class SafetyLimits:
     max_basal_multiple: float = 4.0
     carb_absorption_min: float = 180.0
     meal_insulin_fraction: float = 0.8
+    meal_insulin_fraction_min: float = 0.4
+    meal_insulin_fraction_max: float = 1.0
+    correction_share_min: float = 0.5
     correction_iob_to_target: bool = True
     iob_action_duration_min: float = 600.0
     iob_peak_min: float = 100.0
@@ -90,6 +103,10 @@ class SafetyLimits:
             raise ValueError("low_mg_dl must be below correction_threshold_mg_dl")
         if not 0.0 < self.iob_peak_min < self.iob_action_duration_min / 2.0:
             raise ValueError("iob_peak_min must be positive and below half of iob_action_duration_min")
+        if not (self.meal_insulin_fraction_min <= self.meal_insulin_fraction <= self.meal_insulin_fraction_max <= 1.0):
+            raise ValueError("need meal_insulin_fraction_min <= meal_insulin_fraction <= meal_insulin_fraction_max <= 1")
+        if not self.correction_share_min <= 1.0:  # never above the configured maximum (invariant 1)
+            raise ValueError("correction_share_min must be at most 1")
         if not self.sensor_min_mg_dl < self.sensor_max_mg_dl:
             raise ValueError("sensor_min_mg_dl must be below sensor_max_mg_dl")
 
@@ -150,6 +167,19 @@ class SafetySupervisor:
         self.readings: deque[tuple[datetime, float]] = deque(maxlen=12)
         self.deliveries: deque[Delivery] = deque()
         self.announced: deque[tuple[datetime, float]] = deque()
+        self.meal_learner = ShareLearner(self.learning_settings(self.limits))
+        self.correction_learner = ShareLearner(self.correction_learning_settings(self.limits))
+
+    @staticmethod
+    def learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
+        return ShareLearningSettings(initial=limits.meal_insulin_fraction, lowest=limits.meal_insulin_fraction_min,
+                                     highest=limits.meal_insulin_fraction_max, low_mg_dl=limits.low_mg_dl)
+
+    @staticmethod
+    def correction_learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
+        return ShareLearningSettings(initial=1.0, lowest=limits.correction_share_min,
+                                     highest=1.0, low_mg_dl=limits.low_mg_dl,
+                                     windows="clock")
 
     # --- inputs ---------------------------------------------------------------------
     def observe(self, time: datetime, glucose_mg_dl: float | None) -> None:
@@ -158,11 +188,14 @@ class SafetySupervisor:
         if self.readings and time <= self.readings[-1][0]:
             return  # duplicate or out of order: keep the newest
         self.readings.append((time, float(glucose_mg_dl)))
+        self.meal_learner.observe(time, float(glucose_mg_dl))
+        self.correction_learner.observe(time, float(glucose_mg_dl))
 
     def announce_carbs(self, time: datetime, carbs_g: float) -> None:
         """Carbohydrates announced by the person (HCL); they raise the IOB limit while absorbed."""
         if carbs_g > 0 and math.isfinite(carbs_g):
             self.announced.append((time, float(carbs_g)))
+            self.meal_learner.announce(time, float(carbs_g))
 
     def carbs_on_board_g(self, now: datetime) -> float:
         span = self.limits.carb_absorption_min
@@ -268,10 +301,13 @@ class SafetySupervisor:
         if bolus > lim.max_bolus_u:
             change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
         # insulin on board above scheduled basal after this cycle must stay within the IOB limit
-        meal_insulin = lim.meal_insulin_fraction * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
-        correction_limit, why = lim.max_iob_u, f"max {lim.max_iob_u:.2f} U"
+        fraction = self.meal_learner.fraction
+        meal_insulin = fraction * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
+        share = self.correction_learner.fraction
+        correction_limit = lim.max_iob_u * share
+        why = f"max {correction_limit:.2f} U" + (f" ({share:.2f} x {lim.max_iob_u:.2f})" if share != 1.0 else "")
         if lim.correction_iob_to_target:
-            needed = self.correction_insulin_u(glucose)
+            needed = self.correction_insulin_u(glucose) * share
             if needed < correction_limit:
                 correction_limit = needed
                 why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"
@@ -283,7 +319,8 @@ class SafetySupervisor:
             extra_rate = max(room - new_bolus, 0.0) * 60.0 / cycle_min
             new_basal = min(basal, scheduled + extra_rate)
             change("max_iob", f"IOB {iob:.2f} U + {added:.2f} U would exceed {limit:.2f} U "
-                   f"(corrections: {why}; announced carbs on board: {meal_insulin:.2f} U)",
+                   f"(corrections: {why}; announced carbs on board: {meal_insulin:.2f} U at "
+                   f"{fraction:.2f} of the bolus calculator)",
                    new_basal, new_bolus)
         return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, True,
                         tuple(notes))

@@ -707,7 +707,7 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
         if bolus > limits.max_bolus_u + EPS:
             note(violations, "bolus_above_max_per_cycle", d.cycle)
         iob = account.iob_u(t)
-        meal = limits.meal_insulin_fraction * account.carbs_on_board_g(t) / profile.carb_ratio_g_per_u
+        meal = limits.meal_insulin_fraction_max * account.carbs_on_board_g(t) / profile.carb_ratio_g_per_u
         correction = limits.max_iob_u
         if limits.correction_iob_to_target and inp.cgm_mg_dl is not None:
             needed = max(inp.cgm_mg_dl - profile.target_mg_dl, 0.0) / profile.correction_factor_mg_dl_per_u

@@ -61,10 +61,11 @@ def test_never_above_max_basal_max_bolus_or_max_iob(case):
         or not safe.automatic
     assert safe.dose.bolus_u <= lim.max_bolus_u + 1e-9
     if safe.automatic:
-        # corrections: the configured maximum, and never more than the latest glucose calls for
+        # corrections: the configured maximum, and never more than the latest glucose calls for;
+        # meals: never more than the largest share of the bolus calculator the learner may reach
         glucose = sup.readings[-1][1]
         correction = min(lim.max_iob_u, max(glucose - profile.target_mg_dl, 0.0) / profile.correction_factor_mg_dl_per_u)
-        limit = max(correction, lim.meal_insulin_fraction * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
+        limit = max(correction, lim.meal_insulin_fraction_max * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
         added = safe.dose.bolus_u + max(safe.dose.basal_u_per_h - scheduled, 0.0) * cycle / 60
         assert added <= max(limit - safe.iob_u, 0.0) + 1e-9
 
