@@ -56,10 +56,10 @@ class SafetyLimits:
     meal_insulin_fraction_min, meal_insulin_fraction_max: bounds of the learned share;
         the maximum is at most 1 (never more than the bolus calculator). Set both equal to
         ``meal_insulin_fraction`` to switch learning off.
-    correction_share_min: lowest learned correction share. The share scales ``max_iob_u``
-        and the insulin the current glucose calls for; it starts at 1, and never exceeds it,
-        so learning only ever tightens the configured maximum (DESIGN.md invariant 1;
-        :mod:`controller.share_learning`). 1 switches it off.
+    correction_share_initial, correction_share_min: first and lowest learned correction
+        share. The share scales ``max_iob_u`` and the insulin the current glucose calls
+        for; it never exceeds 1, so learning never loosens the configured maximum
+        (DESIGN.md invariant 1; :mod:`controller.share_learning`). Both 1 switch it off.
     iob_action_duration_min, iob_peak_min: the insulin activity curve of the supervisor's
         own insulin-on-board account. 10 h is deliberately longer than the 5-6 h pumps
         assume: a slow absorber (subcutaneous time constants up to 7 h in the UVA/Padova
@@ -83,6 +83,7 @@ class SafetyLimits:
     meal_insulin_fraction: float = 0.8
     meal_insulin_fraction_min: float = 0.4
     meal_insulin_fraction_max: float = 1.0
+    correction_share_initial: float = 1.0
     correction_share_min: float = 0.5
     correction_iob_to_target: bool = True
     iob_action_duration_min: float = 600.0
@@ -105,8 +106,8 @@ class SafetyLimits:
             raise ValueError("iob_peak_min must be positive and below half of iob_action_duration_min")
         if not (self.meal_insulin_fraction_min <= self.meal_insulin_fraction <= self.meal_insulin_fraction_max <= 1.0):
             raise ValueError("need meal_insulin_fraction_min <= meal_insulin_fraction <= meal_insulin_fraction_max <= 1")
-        if not self.correction_share_min <= 1.0:  # never above the configured maximum (invariant 1)
-            raise ValueError("correction_share_min must be at most 1")
+        if not self.correction_share_min <= self.correction_share_initial <= 1.0:  # invariant 1
+            raise ValueError("need correction_share_min <= correction_share_initial <= 1")
         if not self.sensor_min_mg_dl < self.sensor_max_mg_dl:
             raise ValueError("sensor_min_mg_dl must be below sensor_max_mg_dl")
 
@@ -177,7 +178,7 @@ class SafetySupervisor:
 
     @staticmethod
     def correction_learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
-        return ShareLearningSettings(initial=1.0, lowest=limits.correction_share_min,
+        return ShareLearningSettings(initial=limits.correction_share_initial, lowest=limits.correction_share_min,
                                      highest=1.0, low_mg_dl=limits.low_mg_dl,
                                      windows="clock")
 
@@ -307,7 +308,8 @@ class SafetySupervisor:
         correction_limit = lim.max_iob_u * share
         why = f"max {correction_limit:.2f} U" + (f" ({share:.2f} x {lim.max_iob_u:.2f})" if share != 1.0 else "")
         if lim.correction_iob_to_target:
-            needed = self.correction_insulin_u(glucose) * share
+            # the bolus calculator's correction shrinks only once lows have lowered the share
+            needed = self.correction_insulin_u(glucose) * min(1.0, share / lim.correction_share_initial)
             if needed < correction_limit:
                 correction_limit = needed
                 why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"

@@ -49,7 +49,7 @@ class ShareLearningSettings:
     initial: float = 0.8
     lowest: float = 0.4
     highest: float = 1.0
-    step_down: float = 0.8
+    step_down: float = 0.85
     step_up: float = 1.1
     low_mg_dl: float = 70.0
     rearm_mg_dl: float = 100.0
@@ -60,7 +60,7 @@ class ShareLearningSettings:
     no_low_above_mg_dl: float = 90.0
     min_readings: int = 20
     quiet_min: float = 1440.0
-    low_readings: int = 2
+    low_readings: int = 3
     windows: str = "meals"
 
     def __post_init__(self) -> None:

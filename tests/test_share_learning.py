@@ -12,6 +12,8 @@ from controller.safety import SafetyLimits, SafetySupervisor
 from twin.profile import BasalSegment, PatientProfile
 
 T0 = datetime(2025, 1, 1, 7, 0)
+DOWN = ShareLearningSettings().step_down
+LOWS = ShareLearningSettings().low_readings  # readings in a row that make a low episode
 
 
 def feed(learner, minutes_and_glucose, meals=()):
@@ -29,11 +31,11 @@ def test_a_low_after_a_meal_lowers_the_share_once_per_episode():
     learner = ShareLearner()
     readings = [(m, 150.0) for m in range(0, 240, 5)] + [(m, 65.0) for m in range(240, 300, 5)]
     feed(learner, readings, meals=[(0, 60.0)])
-    assert learner.fraction == pytest.approx(0.8 * 0.8)
+    assert learner.fraction == pytest.approx(0.8 * DOWN)
     assert len(learner.changes) == 1 and "after an announced meal" in learner.changes[0].reason
     # back above the re-arm level, then low again: a second episode
-    feed(learner, [(m, 120.0) for m in range(300, 330, 5)] + [(m, 60.0) for m in range(330, 345, 5)])
-    assert learner.fraction == pytest.approx(0.8 ** 3)
+    feed(learner, [(m, 120.0) for m in range(300, 330, 5)] + [(330 + 5 * i, 60.0) for i in range(LOWS)])
+    assert learner.fraction == pytest.approx(0.8 * DOWN ** 2)
 
 
 def test_a_low_long_after_any_meal_changes_nothing():
@@ -128,15 +130,16 @@ def test_supervisor_meal_limit_follows_the_learned_share():
         sup.observe(meal_time + timedelta(minutes=m), 150.0)
     for m in range(240, 260, 5):
         sup.observe(meal_time + timedelta(minutes=m), 65.0)
-    assert sup.meal_learner.fraction == pytest.approx(0.64)
+    share = 0.8 * DOWN
+    assert sup.meal_learner.fraction == pytest.approx(share)
     now = meal_time + timedelta(minutes=300)
     sup.observe(now - timedelta(minutes=5), 130.0)
     sup.observe(now, 130.0)
     sup.announce_carbs(now, 50.0)
     safe = sup.bound(Dose(0.6, 20.0, "proposal"), now, 5.0)
-    # 0.64 x 50 g / 10 g/U; the earlier meal's carbs are off board after 180 min
-    assert safe.dose.bolus_u == pytest.approx(0.64 * 5.0, abs=1e-9)
-    assert "0.64 of the bolus calculator" in safe.reason
+    # share x 50 g / 10 g/U; the earlier meal's carbs are off board after 180 min
+    assert safe.dose.bolus_u == pytest.approx(share * 5.0, abs=1e-9)
+    assert f"{share:.2f} of the bolus calculator" in safe.reason
 
 
 def test_no_raise_within_a_day_of_a_low():
@@ -144,11 +147,11 @@ def test_no_raise_within_a_day_of_a_low():
     learner = ShareLearner()
     # meal 1: high for 3 h, then low 5 h after the meal
     readings = [(m, 250.0) for m in range(0, 180, 5)] + [(m, 120.0) for m in range(180, 300, 5)]
-    readings += [(m, 62.0) for m in range(300, 320, 5)] + [(m, 130.0) for m in range(320, 360, 5)]
+    readings += [(m, 62.0) for m in range(300, 325, 5)] + [(m, 130.0) for m in range(325, 360, 5)]
     # meal 2 at 360 min: high throughout its window, no low in it
     readings += [(m, 240.0) for m in range(360, 740, 5)]
     feed(learner, readings, meals=[(0, 60.0), (360, 60.0)])
-    assert learner.fraction == pytest.approx(0.8 * 0.8)
+    assert learner.fraction == pytest.approx(0.8 * DOWN)
     assert [c.reason.startswith("low") for c in learner.changes] == [True]
 
 
@@ -167,12 +170,13 @@ def test_clock_windows_raise_after_a_quiet_day_of_highs():
 
 def test_clock_windows_count_every_low_and_ignore_meals():
     learner = clock_learner()
-    feed(learner, [(m, 150.0) for m in range(0, 600, 5)] + [(600, 65.0), (605, 64.0)], meals=[(0, 80.0)])
-    assert learner.fraction == pytest.approx(0.8)
+    lows = [(600 + 5 * i, 64.0) for i in range(LOWS)]
+    feed(learner, [(m, 150.0) for m in range(0, 600, 5)] + lows, meals=[(0, 80.0)])
+    assert learner.fraction == pytest.approx(DOWN)
     assert learner.changes[-1].reason == "low 64 mg/dL"
     learner2 = clock_learner()
-    feed(learner2, [(m, 150.0) for m in range(0, 900, 5)] + [(900, 65.0), (905, 64.0)])
-    assert learner2.fraction == pytest.approx(0.8)  # no meal needed
+    feed(learner2, [(m, 150.0) for m in range(0, 900, 5)] + [(900 + 5 * i, 64.0) for i in range(LOWS)])
+    assert learner2.fraction == pytest.approx(DOWN)  # no meal needed
 
 
 def test_supervisor_correction_limit_follows_the_learned_share_and_never_exceeds_the_maximum():
@@ -180,11 +184,11 @@ def test_supervisor_correction_limit_follows_the_learned_share_and_never_exceeds
     lim = sup.limits
     t = T0
     for _ in range(3):  # three low episodes, no meals
-        for glucose in [150.0] * 10 + [65.0, 64.0] + [120.0] * 4:
+        for glucose in [150.0] * 10 + [64.0] * LOWS + [120.0] * 4:
             t += timedelta(minutes=5)
             sup.observe(t, glucose)
     share = sup.correction_learner.fraction
-    assert share == pytest.approx(0.8 ** 3)
+    assert share == pytest.approx(DOWN ** 3)
     for _ in range(3 * 288):  # three days high: the share recovers, but never above 1
         t += timedelta(minutes=5)
         sup.observe(t, 400.0)
