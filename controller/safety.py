@@ -13,6 +13,8 @@ it is what it is. Rules, in order (DESIGN.md safety invariants):
    max insulin on board (net of the scheduled basal): for corrections the
    smaller of the configured maximum and the insulin the current glucose calls
    for; for announced carbohydrates on board, a share of their bolus insulin.
+   Both shares are learned from CGM (:mod:`controller.share_learning`) and
+   never loosen the configured limits.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ class SafetyLimits:
         ``min(max_basal_u_per_h, max_basal_multiple * scheduled basal)``.
     max_basal_multiple: multiple of the scheduled basal never exceeded (4).
     max_bolus_u: largest bolus in one cycle.
-    max_iob_u: largest insulin on board above the scheduled basal for corrections.
-        While announced carbohydrates are absorbed, the limit is the larger of this
-        and ``meal_insulin_fraction`` x their bolus-calculator insulin
-        (carbs on board / carb ratio); the two do not add up.
+    max_iob_u: largest insulin on board above the scheduled basal for corrections
+        (scaled down by the learned correction share). While announced carbohydrates
+        are absorbed, the limit is the larger of this and the learned meal share x their
+        bolus-calculator insulin (carbs on board / carb ratio); the two do not add up.
     correction_iob_to_target: corrections are further limited to the insulin that brings
         the current glucose to the target by the profile's correction factor, as a bolus
         calculator would: insulin on board for corrections never exceeds what the latest
