@@ -15,6 +15,7 @@ it is what it is. Rules, in order (DESIGN.md safety invariants):
    for; for announced carbohydrates on board, a share of their bolus insulin.
    Both shares are learned from CGM (:mod:`controller.share_learning`) and
    never loosen the configured limits.
+   Insulin withheld by a suspension (negative net IOB) is not given back.
 """
 
 from __future__ import annotations
@@ -317,7 +318,10 @@ class SafetySupervisor:
                 why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"
         limit = max(correction_limit, meal_insulin)
         added = bolus + max(basal - scheduled, 0.0) * cycle_min / 60.0
-        room = max(limit - iob, 0.0)
+        # insulin withheld (negative IOB, e.g. after a suspension for a low) is not owed back:
+        # a suspension usually means there was too much insulin, and a sensor recovering
+        # from a low often reads high
+        room = max(limit - max(iob, 0.0), 0.0)
         if added > room + 1e-12:
             new_bolus = min(bolus, room)
             extra_rate = max(room - new_bolus, 0.0) * 60.0 / cycle_min

@@ -716,8 +716,8 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
         added = bolus + max(basal - scheduled, 0.0) * minutes / 60.0
         if added > EPS:
             if limit > 0:
-                iob_max_ratio = max(iob_max_ratio, (iob + added) / limit)
-            if iob + added > limit + EPS:
+                iob_max_ratio = max(iob_max_ratio, (max(iob, 0.0) + added) / limit)
+            if max(iob, 0.0) + added > limit + EPS:
                 note(violations, "net_iob_above_limit", {"cycle": d.cycle, "iob_u": round(iob, 4),
                                                          "added_u": round(added, 4), "limit_u": round(limit, 4)})
         account.delivered(t, basal, minutes, bolus)

@@ -67,7 +67,8 @@ def test_never_above_max_basal_max_bolus_or_max_iob(case):
         correction = min(lim.max_iob_u, max(glucose - profile.target_mg_dl, 0.0) / profile.correction_factor_mg_dl_per_u)
         limit = max(correction, lim.meal_insulin_fraction_max * sup.carbs_on_board_g(NOW) / profile.carb_ratio_g_per_u)
         added = safe.dose.bolus_u + max(safe.dose.basal_u_per_h - scheduled, 0.0) * cycle / 60
-        assert added <= max(limit - safe.iob_u, 0.0) + 1e-9
+        # insulin withheld earlier (negative IOB) is never given back on top of the limit
+        assert added <= max(limit - max(safe.iob_u, 0.0), 0.0) + 1e-9
 
 
 @given(situations())
@@ -166,3 +167,17 @@ def test_the_supervisor_remembers_insulin_for_ten_hours():
     sup.delivered(NOW - timedelta(hours=7), 1.0, 5.0, 2.0)
     assert sup.iob_u(NOW) == pytest.approx(2.0 * fraction_remaining(7 * 60, 600.0, 100.0))  # the older adds 0
     assert sup.iob_u(NOW) > 0.05 and fraction_remaining(7 * 60) == 0.0  # Loop's 6-h curve has forgotten it
+
+
+def test_insulin_withheld_during_a_suspension_is_not_given_back():
+    """Two hours suspended (net IOB negative), then 160 mg/dL: at most the 1 U that 160 calls for, not 1 U plus
+    the withheld basal (a sensor recovering from a low often reads high)."""
+    profile = PatientProfile("p", 70.0, 40.0, 10.0, 40.0, 40.0, (BasalSegment(0, 1.0),), target_mg_dl=120.0)
+    sup = SafetySupervisor(profile)
+    for k in range(24):
+        sup.delivered(NOW - timedelta(minutes=120 - 5 * k), 0.0, 5.0, 0.0)
+    assert sup.iob_u(NOW) < -0.5
+    for minutes in (10, 5, 0):
+        sup.observe(NOW - timedelta(minutes=minutes), 160.0)
+    safe = sup.bound(Dose(1.0, 3.0, "proposal"), NOW, 5.0)
+    assert safe.dose.bolus_u == pytest.approx(1.0)
