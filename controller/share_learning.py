@@ -19,7 +19,9 @@ The rules, the same for both:
 * a **low** (``low_readings`` consecutive readings at or below ``low_mg_dl``; for the
   meal share, within ``low_window_min`` of an announced meal) lowers the share
   by ``step_down``, once per low episode (the episode ends when glucose is
-  back above ``rearm_mg_dl``);
+  back above ``rearm_mg_dl``). A low reached by a drop faster than
+  ``artefact_drop_mg_dl_per_min`` between two readings does not count: glucose
+  does not fall that fast, a sensor compressed under a sleeping body does;
 * a **window that stayed high** (it ends at the next meal or after
   ``high_window_min``; at least ``high_share`` of its readings above
   ``high_mg_dl`` and none at or below ``no_low_above_mg_dl``) raises it by
@@ -61,6 +63,7 @@ class ShareLearningSettings:
     min_readings: int = 20
     quiet_min: float = 1440.0
     low_readings: int = 3
+    artefact_drop_mg_dl_per_min: float = 8.0
     windows: str = "meals"
 
     def __post_init__(self) -> None:
@@ -122,6 +125,8 @@ class ShareLearner:
     in_low_episode: bool = False
     last_low: datetime | None = None
     first_reading: datetime | None = None
+    last_reading: tuple[datetime, float] | None = None
+    suspect_low: bool = False
     changes: list[FractionChange] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -164,6 +169,16 @@ class ShareLearner:
         s = self.settings
         if glucose > s.rearm_mg_dl:
             self.in_low_episode = False
+            self.suspect_low = False
+        if self.last_reading is not None:
+            t0, g0 = self.last_reading
+            minutes = (time - t0).total_seconds() / 60.0
+            if minutes > 0 and (g0 - glucose) / minutes > s.artefact_drop_mg_dl_per_min:
+                self.suspect_low = True  # an implausibly fast fall: the lows that follow are the sensor's
+        self.last_reading = (time, glucose)
+        if self.suspect_low:
+            self.low_readings_in_row = 0
+            return
         self.low_readings_in_row = self.low_readings_in_row + 1 if glucose <= s.low_mg_dl else 0
         if self.low_readings_in_row >= s.low_readings and not self.in_low_episode:
             self.in_low_episode = True
@@ -218,6 +233,8 @@ class ShareLearner:
             "in_low_episode": self.in_low_episode,
             "last_low": iso(self.last_low),
             "first_reading": iso(self.first_reading),
+            "last_reading": None if self.last_reading is None else [iso(self.last_reading[0]), self.last_reading[1]],
+            "suspect_low": self.suspect_low,
         }
 
     @classmethod
@@ -229,4 +246,7 @@ class ShareLearner:
                    None if data["window"] is None else _Window.from_dict(data["window"]),
                    [_Window.from_dict(w) for w in data["pending_raises"]], when("last_meal"),
                    int(data["low_readings_in_row"]), bool(data["in_low_episode"]), when("last_low"),
-                   when("first_reading"))
+                   when("first_reading"),
+                   None if data["last_reading"] is None else (datetime.fromisoformat(data["last_reading"][0]),
+                                                               float(data["last_reading"][1])),
+                   bool(data["suspect_low"]))

@@ -29,12 +29,12 @@ def feed(learner, minutes_and_glucose, meals=()):
 
 def test_a_low_after_a_meal_lowers_the_share_once_per_episode():
     learner = ShareLearner()
-    readings = [(m, 150.0) for m in range(0, 240, 5)] + [(m, 65.0) for m in range(240, 300, 5)]
+    readings = [(m, 100.0) for m in range(0, 240, 5)] + [(m, 65.0) for m in range(240, 300, 5)]
     feed(learner, readings, meals=[(0, 60.0)])
     assert learner.fraction == pytest.approx(0.8 * DOWN)
     assert len(learner.changes) == 1 and "after an announced meal" in learner.changes[0].reason
     # back above the re-arm level, then low again: a second episode
-    feed(learner, [(m, 120.0) for m in range(300, 330, 5)] + [(330 + 5 * i, 60.0) for i in range(LOWS)])
+    feed(learner, [(m, 120.0) for m in range(300, 330, 5)] + [(330, 90.0)] + [(335 + 5 * i, 60.0) for i in range(LOWS)])
     assert learner.fraction == pytest.approx(0.8 * DOWN ** 2)
 
 
@@ -46,7 +46,7 @@ def test_a_low_long_after_any_meal_changes_nothing():
 
 def test_one_low_reading_is_not_an_episode():
     learner = ShareLearner()
-    feed(learner, [(0, 150.0), (5, 60.0), (10, 150.0)], meals=[(0, 50.0)])
+    feed(learner, [(0, 90.0), (5, 60.0), (10, 90.0)], meals=[(0, 50.0)])
     assert learner.fraction == 0.8
 
 
@@ -127,7 +127,7 @@ def test_supervisor_meal_limit_follows_the_learned_share():
     meal_time = T0
     sup.announce_carbs(meal_time, 60.0)
     for m in range(0, 240, 5):
-        sup.observe(meal_time + timedelta(minutes=m), 150.0)
+        sup.observe(meal_time + timedelta(minutes=m), 100.0)
     for m in range(240, 260, 5):
         sup.observe(meal_time + timedelta(minutes=m), 65.0)
     share = 0.8 * DOWN
@@ -146,7 +146,7 @@ def test_no_raise_within_a_day_of_a_low():
     """A slow absorber peaks high and falls low hours later: the peak must not raise the share."""
     learner = ShareLearner()
     # meal 1: high for 3 h, then low 5 h after the meal
-    readings = [(m, 250.0) for m in range(0, 180, 5)] + [(m, 120.0) for m in range(180, 300, 5)]
+    readings = [(m, 250.0) for m in range(0, 180, 5)] + [(m, 250.0 - (m - 175) * 1.4) for m in range(180, 300, 5)]
     readings += [(m, 62.0) for m in range(300, 325, 5)] + [(m, 130.0) for m in range(325, 360, 5)]
     # meal 2 at 360 min: high throughout its window, no low in it
     readings += [(m, 240.0) for m in range(360, 740, 5)]
@@ -171,11 +171,11 @@ def test_clock_windows_raise_after_a_quiet_day_of_highs():
 def test_clock_windows_count_every_low_and_ignore_meals():
     learner = clock_learner()
     lows = [(600 + 5 * i, 64.0) for i in range(LOWS)]
-    feed(learner, [(m, 150.0) for m in range(0, 600, 5)] + lows, meals=[(0, 80.0)])
+    feed(learner, [(m, 100.0) for m in range(0, 600, 5)] + lows, meals=[(0, 80.0)])
     assert learner.fraction == pytest.approx(DOWN)
     assert learner.changes[-1].reason == "low 64 mg/dL"
     learner2 = clock_learner()
-    feed(learner2, [(m, 150.0) for m in range(0, 900, 5)] + [(900 + 5 * i, 64.0) for i in range(LOWS)])
+    feed(learner2, [(m, 100.0) for m in range(0, 900, 5)] + [(900 + 5 * i, 64.0) for i in range(LOWS)])
     assert learner2.fraction == pytest.approx(DOWN)  # no meal needed
 
 
@@ -184,7 +184,7 @@ def test_supervisor_correction_limit_follows_the_learned_share_and_never_exceeds
     lim = sup.limits
     t = T0
     for _ in range(3):  # three low episodes, no meals
-        for glucose in [150.0] * 10 + [64.0] * LOWS + [120.0] * 4:
+        for glucose in [100.0] * 10 + [64.0] * LOWS + [120.0] * 4:
             t += timedelta(minutes=5)
             sup.observe(t, glucose)
     share = sup.correction_learner.fraction
@@ -210,7 +210,7 @@ def test_learned_shares_survive_a_decision_record_round_trip():
     sup = SafetySupervisor(_profile())
     sup.announce_carbs(T0, 60.0)
     for m in range(0, 600, 5):
-        sup.observe(T0 + timedelta(minutes=m), 150.0 if m < 300 else 60.0)
+        sup.observe(T0 + timedelta(minutes=m), 95.0 if m < 300 else 60.0)
     assert sup.meal_learner.fraction < 0.8 and sup.correction_learner.fraction < 1.0
     state = json.loads(json.dumps(supervisor_state(sup)))
     again = restore_supervisor(sup.profile, sup.limits, state)
@@ -221,3 +221,16 @@ def test_learned_shares_survive_a_decision_record_round_trip():
         s.observe(now, 250.0)
     proposal = Dose(2.0, 5.0, "proposal")
     assert again.bound(proposal, now, 5.0) == sup.bound(proposal, now, 5.0)
+
+
+def test_a_compression_low_is_not_a_low():
+    """A sensor pressed under a sleeping body drops 100 mg/dL in minutes; real glucose does not."""
+    learner = clock_learner()
+    readings = [(m, 140.0) for m in range(0, 600, 5)] + [(m, 45.0) for m in range(600, 640, 5)]
+    readings += [(m, 140.0) for m in range(640, 700, 5)]
+    feed(learner, readings)
+    assert learner.fraction == 1.0 and not learner.changes
+    # the same depth reached at a physiological pace counts
+    slow = [(600 + 5 * i, 140.0 - 4.0 * 5 * i) for i in range(5)] + [(m, 45.0) for m in range(625, 660, 5)]
+    feed(learner, [(m, 140.0) for m in range(700, 1200, 5)] + [(m + 600, g) for m, g in slow])
+    assert learner.fraction == pytest.approx(DOWN)
