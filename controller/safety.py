@@ -305,14 +305,14 @@ class SafetySupervisor:
         if bolus > lim.max_bolus_u:
             change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
         # insulin on board above scheduled basal after this cycle must stay within the IOB limit
-        fraction = self.meal_learner.fraction
-        meal_insulin = fraction * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
-        share = self.correction_learner.fraction
-        correction_limit = lim.max_iob_u * share
-        why = f"max {correction_limit:.2f} U" + (f" ({share:.2f} x {lim.max_iob_u:.2f})" if share != 1.0 else "")
+        meal_share = self.meal_learner.share
+        meal_insulin = meal_share * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
+        correction_share = self.correction_learner.share
+        correction_limit = lim.max_iob_u * correction_share
+        why = f"max {correction_limit:.2f} U" + (f" ({correction_share:.2f} x {lim.max_iob_u:.2f})" if correction_share != 1.0 else "")
         if lim.correction_iob_to_target:
             # the bolus calculator's correction shrinks only once lows have lowered the share
-            needed = self.correction_insulin_u(glucose) * min(1.0, share / lim.correction_share_initial)
+            needed = self.correction_insulin_u(glucose) * min(1.0, correction_share / lim.correction_share_initial)
             if needed < correction_limit:
                 correction_limit = needed
                 why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"
@@ -328,7 +328,7 @@ class SafetySupervisor:
             new_basal = min(basal, scheduled + extra_rate)
             change("max_iob", f"IOB {iob:.2f} U + {added:.2f} U would exceed {limit:.2f} U "
                    f"(corrections: {why}; announced carbs on board: {meal_insulin:.2f} U at "
-                   f"{fraction:.2f} of the bolus calculator)",
+                   f"{meal_share:.2f} of the bolus calculator)",
                    new_basal, new_bolus)
         return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, True,
                         tuple(notes))

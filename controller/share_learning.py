@@ -82,8 +82,8 @@ class ShareLearningSettings:
 
 
 @dataclass(frozen=True)
-class FractionChange:
-    """One change of the learned fraction, and why."""
+class ShareChange:
+    """One change of the learned share, and why."""
 
     time: datetime
     before: float
@@ -117,7 +117,7 @@ class ShareLearner:
     """A learned share of one of the supervisor's limits (see the module docstring)."""
 
     settings: ShareLearningSettings = field(default_factory=ShareLearningSettings)
-    fraction: float = float("nan")
+    share: float = float("nan")
     window: _Window | None = None
     pending_raises: list[_Window] = field(default_factory=list)
     last_meal: datetime | None = None
@@ -127,11 +127,11 @@ class ShareLearner:
     first_reading: datetime | None = None
     last_reading: tuple[datetime, float] | None = None
     suspect_low: bool = False
-    changes: list[FractionChange] = field(default_factory=list)
+    changes: list[ShareChange] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if math.isnan(self.fraction):
-            self.fraction = self.settings.initial
+        if math.isnan(self.share):
+            self.share = self.settings.initial
 
     # --- inputs -------------------------------------------------------------------------
     def announce(self, time: datetime, carbs_g: float) -> None:
@@ -184,10 +184,10 @@ class ShareLearner:
             self.in_low_episode = True
             self.last_low = time
             if s.windows == "clock":
-                self._change(time, max(self.fraction * s.step_down, s.lowest), f"low {glucose:.0f} mg/dL")
+                self._change(time, max(self.share * s.step_down, s.lowest), f"low {glucose:.0f} mg/dL")
             elif self.last_meal is not None and time - self.last_meal <= timedelta(minutes=s.low_window_min):
                 minutes = (time - self.last_meal).total_seconds() / 60.0
-                self._change(time, max(self.fraction * s.step_down, s.lowest),
+                self._change(time, max(self.share * s.step_down, s.lowest),
                              f"low {glucose:.0f} mg/dL {minutes:.0f} min after an announced meal")
 
     def _close(self) -> None:
@@ -210,14 +210,14 @@ class ShareLearner:
             if quiet:
                 what = f"after {w.carbs_g:.0f} g at {w.start:%H:%M}" if s.windows == "meals" else \
                     f"in the {s.high_window_min / 60:.0f} h from {w.start:%H:%M}"
-                self._change(time, min(self.fraction * s.step_up, s.highest),
+                self._change(time, min(self.share * s.step_up, s.highest),
                              f"{100 * w.above / w.readings:.0f} % of readings above {s.high_mg_dl:g} mg/dL {what} "
                              f"(lowest {w.nadir_mg_dl:.0f}), no low since {s.quiet_min / 60:.0f} h before")
 
     def _change(self, time: datetime, new: float, reason: str) -> None:
-        if new != self.fraction:
-            self.changes.append(FractionChange(time, self.fraction, new, reason))
-            self.fraction = new
+        if new != self.share:
+            self.changes.append(ShareChange(time, self.share, new, reason))
+            self.share = new
 
     # --- state (decision records) --------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -225,7 +225,7 @@ class ShareLearner:
             return None if t is None else t.isoformat()
 
         return {
-            "fraction": self.fraction,
+            "share": self.share,
             "window": None if self.window is None else self.window.to_dict(),
             "pending_raises": [w.to_dict() for w in self.pending_raises],
             "last_meal": iso(self.last_meal),
@@ -242,7 +242,7 @@ class ShareLearner:
         def when(key: str) -> datetime | None:
             return None if data[key] is None else datetime.fromisoformat(data[key])
 
-        return cls(settings, float(data["fraction"]),
+        return cls(settings, float(data["share"]),
                    None if data["window"] is None else _Window.from_dict(data["window"]),
                    [_Window.from_dict(w) for w in data["pending_raises"]], when("last_meal"),
                    int(data["low_readings_in_row"]), bool(data["in_low_episode"]), when("last_low"),

@@ -127,8 +127,8 @@ class TwinMPCPolicy:
             "proposed_basal_u_per_h": proposal.basal_u_per_h,
             "proposed_bolus_u": proposal.bolus_u,
             "iob_u": safe.iob_u,
-            "meal_share": self.supervisor.meal_learner.fraction,
-            "correction_share": self.supervisor.correction_learner.fraction,
+            "meal_share": self.supervisor.meal_learner.share,
+            "correction_share": self.supervisor.correction_learner.share,
             "safety": "; ".join(a.rule for a in safe.adjustments),
             "cycle_ms": self.last_cycle_ms,
         }

@@ -31,23 +31,23 @@ def test_a_low_after_a_meal_lowers_the_share_once_per_episode():
     learner = ShareLearner()
     readings = [(m, 100.0) for m in range(0, 240, 5)] + [(m, 65.0) for m in range(240, 300, 5)]
     feed(learner, readings, meals=[(0, 60.0)])
-    assert learner.fraction == pytest.approx(0.8 * DOWN)
+    assert learner.share == pytest.approx(0.8 * DOWN)
     assert len(learner.changes) == 1 and "after an announced meal" in learner.changes[0].reason
     # back above the re-arm level, then low again: a second episode
     feed(learner, [(m, 120.0) for m in range(300, 330, 5)] + [(330, 90.0)] + [(335 + 5 * i, 60.0) for i in range(LOWS)])
-    assert learner.fraction == pytest.approx(0.8 * DOWN ** 2)
+    assert learner.share == pytest.approx(0.8 * DOWN ** 2)
 
 
 def test_a_low_long_after_any_meal_changes_nothing():
     learner = ShareLearner()
     feed(learner, [(m, 65.0) for m in range(600, 640, 5)], meals=[(0, 60.0)])
-    assert learner.fraction == 0.8 and not learner.changes
+    assert learner.share == 0.8 and not learner.changes
 
 
 def test_one_low_reading_is_not_an_episode():
     learner = ShareLearner()
     feed(learner, [(0, 90.0), (5, 60.0), (10, 90.0)], meals=[(0, 50.0)])
-    assert learner.fraction == 0.8
+    assert learner.share == 0.8
 
 
 def test_a_meal_that_stayed_high_raises_the_share_up_to_the_bolus_calculator():
@@ -56,8 +56,8 @@ def test_a_meal_that_stayed_high_raises_the_share_up_to_the_bolus_calculator():
         start = day * 400
         feed(learner, [(start + m, 240.0) for m in range(0, 380, 5)], meals=[(start, 60.0)])
         if start + 380 < 1440 + 480:  # no raise before a whole day of CGM and the 8-h wait after the meal
-            assert learner.fraction == 0.8
-    assert learner.fraction == 1.0
+            assert learner.share == 0.8
+    assert learner.share == 1.0
     assert all(c.after > c.before for c in learner.changes)
     assert "above 180 mg/dL" in learner.changes[0].reason
 
@@ -66,7 +66,7 @@ def test_a_high_meal_with_a_low_in_it_does_not_raise():
     learner = ShareLearner()
     readings = [(m, 250.0) for m in range(0, 300, 5)] + [(300, 85.0)] + [(m, 200.0) for m in range(305, 380, 5)]
     feed(learner, readings, meals=[(0, 60.0)])
-    assert learner.fraction == 0.8
+    assert learner.share == 0.8
 
 
 def test_state_round_trips():
@@ -98,7 +98,7 @@ def test_share_always_within_its_bounds(steps, a, b):
         if carbs is not None:
             learner.announce(t, carbs)
         learner.observe(t, glucose)
-        assert lowest <= learner.fraction <= highest
+        assert lowest <= learner.share <= highest
     for c in learner.changes:
         assert c.reason and lowest <= c.after <= highest
 
@@ -131,7 +131,7 @@ def test_supervisor_meal_limit_follows_the_learned_share():
     for m in range(240, 260, 5):
         sup.observe(meal_time + timedelta(minutes=m), 65.0)
     share = 0.8 * DOWN
-    assert sup.meal_learner.fraction == pytest.approx(share)
+    assert sup.meal_learner.share == pytest.approx(share)
     now = meal_time + timedelta(minutes=300)
     sup.observe(now - timedelta(minutes=5), 130.0)
     sup.observe(now, 130.0)
@@ -151,7 +151,7 @@ def test_no_raise_within_a_day_of_a_low():
     # meal 2 at 360 min: high throughout its window, no low in it
     readings += [(m, 240.0) for m in range(360, 740, 5)]
     feed(learner, readings, meals=[(0, 60.0), (360, 60.0)])
-    assert learner.fraction == pytest.approx(0.8 * DOWN)
+    assert learner.share == pytest.approx(0.8 * DOWN)
     assert [c.reason.startswith("low") for c in learner.changes] == [True]
 
 
@@ -162,9 +162,9 @@ def clock_learner(**kw):
 def test_clock_windows_raise_after_a_quiet_day_of_highs():
     learner = clock_learner()
     feed(learner, [(m, 230.0) for m in range(0, 1440, 5)])
-    assert learner.fraction == 1.0  # the first day is never quiet
+    assert learner.share == 1.0  # the first day is never quiet
     feed(learner, [(m, 230.0) for m in range(1440, 2 * 1440, 5)])
-    assert learner.fraction > 1.0
+    assert learner.share > 1.0
     assert all("above 180 mg/dL in the 6 h from" in c.reason for c in learner.changes)
 
 
@@ -172,11 +172,11 @@ def test_clock_windows_count_every_low_and_ignore_meals():
     learner = clock_learner()
     lows = [(600 + 5 * i, 64.0) for i in range(LOWS)]
     feed(learner, [(m, 100.0) for m in range(0, 600, 5)] + lows, meals=[(0, 80.0)])
-    assert learner.fraction == pytest.approx(DOWN)
+    assert learner.share == pytest.approx(DOWN)
     assert learner.changes[-1].reason == "low 64 mg/dL"
     learner2 = clock_learner()
     feed(learner2, [(m, 100.0) for m in range(0, 900, 5)] + [(900 + 5 * i, 64.0) for i in range(LOWS)])
-    assert learner2.fraction == pytest.approx(DOWN)  # no meal needed
+    assert learner2.share == pytest.approx(DOWN)  # no meal needed
 
 
 def test_supervisor_correction_limit_follows_the_learned_share_and_never_exceeds_the_maximum():
@@ -187,14 +187,14 @@ def test_supervisor_correction_limit_follows_the_learned_share_and_never_exceeds
         for glucose in [100.0] * 10 + [64.0] * LOWS + [120.0] * 4:
             t += timedelta(minutes=5)
             sup.observe(t, glucose)
-    share = sup.correction_learner.fraction
+    share = sup.correction_learner.share
     assert share == pytest.approx(DOWN ** 3)
     for _ in range(3 * 288):  # three days high: the share recovers, but never above 1
         t += timedelta(minutes=5)
         sup.observe(t, 400.0)
-        assert sup.correction_learner.fraction <= 1.0
-    assert sup.correction_learner.fraction > share
-    share = sup.correction_learner.fraction
+        assert sup.correction_learner.share <= 1.0
+    assert sup.correction_learner.share > share
+    share = sup.correction_learner.share
     safe = sup.bound(Dose(0.6, 20.0, "proposal"), t, 5.0)
     # (400 - target) / CF calls for more than the configured maximum, so the scaled maximum binds
     assert safe.dose.bolus_u == pytest.approx(lim.max_iob_u * share, abs=1e-9)
@@ -211,7 +211,7 @@ def test_learned_shares_survive_a_decision_record_round_trip():
     sup.announce_carbs(T0, 60.0)
     for m in range(0, 600, 5):
         sup.observe(T0 + timedelta(minutes=m), 95.0 if m < 300 else 60.0)
-    assert sup.meal_learner.fraction < 0.8 and sup.correction_learner.fraction < 1.0
+    assert sup.meal_learner.share < 0.8 and sup.correction_learner.share < 1.0
     state = json.loads(json.dumps(supervisor_state(sup)))
     again = restore_supervisor(sup.profile, sup.limits, state)
     assert again.meal_learner.to_dict() == sup.meal_learner.to_dict()
@@ -229,8 +229,8 @@ def test_a_compression_low_is_not_a_low():
     readings = [(m, 140.0) for m in range(0, 600, 5)] + [(m, 45.0) for m in range(600, 640, 5)]
     readings += [(m, 140.0) for m in range(640, 700, 5)]
     feed(learner, readings)
-    assert learner.fraction == 1.0 and not learner.changes
+    assert learner.share == 1.0 and not learner.changes
     # the same depth reached at a physiological pace counts
     slow = [(600 + 5 * i, 140.0 - 4.0 * 5 * i) for i in range(5)] + [(m, 45.0) for m in range(625, 660, 5)]
     feed(learner, [(m, 140.0) for m in range(700, 1200, 5)] + [(m + 600, g) for m, g in slow])
-    assert learner.fraction == pytest.approx(DOWN)
+    assert learner.share == pytest.approx(DOWN)
