@@ -87,17 +87,23 @@ events = st.lists(st.tuples(st.floats(0, 60), st.one_of(st.floats(20, 600), st.n
                             st.one_of(st.none(), st.floats(1, 150))), max_size=200)
 
 
-@given(events, st.floats(0.1, 1.0), st.floats(0.1, 1.0))
-@settings(max_examples=300)
-def test_share_always_within_its_bounds(steps, a, b):
-    lowest, highest = sorted((a, b))
-    learner = ShareLearner(ShareLearningSettings(initial=highest, lowest=lowest, highest=highest))
+def play(learner, steps):
+    """Feed random (gap, reading, carbs) steps; yields after each step."""
     t = T0
     for gap, glucose, carbs in steps:
         t += timedelta(minutes=gap)
         if carbs is not None:
             learner.announce(t, carbs)
         learner.observe(t, glucose)
+        yield t
+
+
+@given(events, st.floats(0.1, 1.0), st.floats(0.1, 1.0))
+@settings(max_examples=300)
+def test_share_always_within_its_bounds(steps, a, b):
+    lowest, highest = sorted((a, b))
+    learner = ShareLearner(ShareLearningSettings(initial=highest, lowest=lowest, highest=highest))
+    for _ in play(learner, steps):
         assert lowest <= learner.share <= highest
     for c in learner.changes:
         assert c.reason and lowest <= c.after <= highest
@@ -107,12 +113,8 @@ def test_share_always_within_its_bounds(steps, a, b):
 @settings(max_examples=200)
 def test_lows_never_raise_and_highs_never_lower(steps):
     learner = ShareLearner()
-    t = T0
-    for gap, glucose, carbs in steps:
-        t += timedelta(minutes=gap)
-        if carbs is not None:
-            learner.announce(t, carbs)
-        learner.observe(t, glucose)
+    for _ in play(learner, steps):
+        pass
     for c in learner.changes:
         assert (c.after < c.before) == c.reason.startswith("low")
 
