@@ -104,7 +104,7 @@ def restore_supervisor(profile: PatientProfile, limits: SafetyLimits, state: dic
     sup.readings = deque(((datetime.fromisoformat(t), float(g)) for t, g in state["readings"]), maxlen=12)
     sup.deliveries = deque(Delivery(datetime.fromisoformat(t), float(a)) for t, a in state["deliveries"])
     sup.announced = deque((datetime.fromisoformat(t), float(g)) for t, g in state["announced"])
-    sup.meal_learner = ShareLearner.from_dict(state["meal_learner"], SafetySupervisor.learning_settings(limits))
+    sup.meal_learner = ShareLearner.from_dict(state["meal_learner"], SafetySupervisor.meal_learning_settings(limits))
     sup.correction_learner = ShareLearner.from_dict(state["correction_learner"],
                                                     SafetySupervisor.correction_learning_settings(limits))
     return sup

@@ -171,11 +171,11 @@ class SafetySupervisor:
         self.readings: deque[tuple[datetime, float]] = deque(maxlen=12)
         self.deliveries: deque[Delivery] = deque()
         self.announced: deque[tuple[datetime, float]] = deque()
-        self.meal_learner = ShareLearner(self.learning_settings(self.limits))
+        self.meal_learner = ShareLearner(self.meal_learning_settings(self.limits))
         self.correction_learner = ShareLearner(self.correction_learning_settings(self.limits))
 
     @staticmethod
-    def learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
+    def meal_learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
         return ShareLearningSettings(initial=limits.meal_insulin_fraction, lowest=limits.meal_insulin_fraction_min,
                                      highest=limits.meal_insulin_fraction_max, low_mg_dl=limits.low_mg_dl)
 
