@@ -106,6 +106,12 @@ class Journal:
                                "ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
         return None if row is None else Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
 
+    def last_before(self, kind: str, time_iso: str) -> Event | None:
+        """The newest event of ``kind`` whose time is before ``time_iso`` (None when none)."""
+        row = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? AND time < ? "
+                               "ORDER BY id DESC LIMIT 1", (kind, time_iso)).fetchone()
+        return None if row is None else Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+
     def max_seq(self) -> int:
         """The highest command sequence number ever journaled (0 when none)."""
         row = self._db.execute("SELECT MAX(seq) FROM events WHERE kind = 'command'").fetchone()

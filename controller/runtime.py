@@ -160,6 +160,11 @@ class ClosedLoop:
                 self._journal_delivery_of_cycle(event.cycle, now)
         self.policy.reset()
         since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
+        # the supervisor's learned shares outlive the replayed window: start from the last ones before it
+        earlier = self.journal.last_before("decision", since)
+        if earlier is not None:
+            diagnostics = (earlier.payload.get("dose") or {}).get("diagnostics") or {}
+            self.policy.supervisor.carry_over_shares(diagnostics.get("meal_share"), diagnostics.get("correction_share"))
         for decision, delivery in self.journal.cycles_since(since):
             inp = ControlInput.from_dict(decision.payload["input"])
             self.policy.decide(inp, assume_delivered=False)

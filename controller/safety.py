@@ -201,6 +201,14 @@ class SafetySupervisor:
             self.announced.append((time, float(carbs_g)))
             self.meal_learner.announce(time, float(carbs_g))
 
+    def carry_over_shares(self, meal_share: float | None, correction_share: float | None) -> None:
+        """Start from shares learned before a restart (journaled with each decision); values
+        outside a learner's bounds are clipped to them, and missing ones leave it as it is."""
+        for learner, value in ((self.meal_learner, meal_share), (self.correction_learner, correction_share)):
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                s = learner.settings
+                learner.share = min(max(float(value), s.lowest), s.highest)
+
     def carbs_on_board_g(self, now: datetime) -> float:
         span = self.limits.carb_absorption_min
         while self.announced and (now - self.announced[0][0]).total_seconds() / 60.0 >= span:

@@ -252,3 +252,23 @@ def test_killed_between_command_and_reply_books_the_dose_once(tmp_path):
         assert delivery.payload["bolus_u"] == pytest.approx(bolus.bolus_u)
         assert delivery.payload["restored"] is True
         assert journal.unanswered_commands() == []
+
+
+def test_restart_keeps_the_learned_shares_from_before_the_replayed_window(tmp_path):
+    path = tmp_path / "j.sqlite"
+    pump, clock = MemoryPump(), Clock()
+    level = [110.0] * 6 + [100.0, 90.0, 80.0, 70.0, 66.0, 64.0, 63.0, 64.0] + [75.0, 90.0, 105.0] + [120.0] * 30
+    with Journal(path) as journal:
+        loop, source = make_loop(journal, pump, clock)
+        feed(loop, source, clock, 0, len(level), glucose=lambda k: level[k])
+        learned = loop.policy.supervisor.correction_learner.share
+    assert learned < 1.0  # a low (reached at a physiological pace) lowered it
+
+    with Journal(path) as journal:
+        source = ListSource()
+        policy = TwinMPCPolicy(personalize(PROFILE, default_prior()))
+        # replay only the last hour: the low is older than that
+        loop = ClosedLoop(policy, source, pump, journal, clock, LoopSettings(cycle_min=5.0, replay_hours=1.0))
+        loop.restore()
+        assert loop.policy.supervisor.correction_learner.share == pytest.approx(learned)
+        assert loop.policy.supervisor.meal_learner.share == pytest.approx(0.8)
