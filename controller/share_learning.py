@@ -39,9 +39,13 @@ reason. Pure and clock-free: times are passed in.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+MAX_CHANGES_KEPT = 100
+"""The newest share changes a learner keeps with their reasons (a live loop runs for months)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ class ShareLearner:
     first_reading: datetime | None = None
     last_reading: tuple[datetime, float] | None = None
     suspect_low: bool = False
-    changes: list[ShareChange] = field(default_factory=list)
+    changes: deque[ShareChange] = field(default_factory=lambda: deque(maxlen=MAX_CHANGES_KEPT))
 
     def __post_init__(self) -> None:
         if math.isnan(self.share):
@@ -183,12 +187,12 @@ class ShareLearner:
         if self.low_readings_in_row >= s.low_readings and not self.in_low_episode:
             self.in_low_episode = True
             self.last_low = time
+            lower = max(self.share * s.step_down, s.lowest)
             if s.windows == "clock":
-                self._change(time, max(self.share * s.step_down, s.lowest), f"low {glucose:.0f} mg/dL")
+                self._change(time, lower, f"low {glucose:.0f} mg/dL")
             elif self.last_meal is not None and time - self.last_meal <= timedelta(minutes=s.low_window_min):
                 minutes = (time - self.last_meal).total_seconds() / 60.0
-                self._change(time, max(self.share * s.step_down, s.lowest),
-                             f"low {glucose:.0f} mg/dL {minutes:.0f} min after an announced meal")
+                self._change(time, lower, f"low {glucose:.0f} mg/dL {minutes:.0f} min after an announced meal")
 
     def _close(self) -> None:
         """Stop counting the current meal's readings; a high meal waits to see whether a low follows."""
