@@ -37,10 +37,19 @@ def twin_mpc(patient_name: str, arm: str) -> Controller:
     return mpc_controller(patient_name, arm)
 
 
+def twin_mpc_oracle(patient_name: str, arm: str) -> Controller:
+    """NOT a fair controller: glucotwin's with the simulator's own parameters as its twin (upper bound)."""
+    from sim.oracle import oracle_mpc_controller
+
+    return oracle_mpc_controller(patient_name, arm)
+
+
 CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "mpc": (twin_mpc, "glucotwin: twin estimator + zone MPC + independent safety supervisor"),
     "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
     "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
+    "mpc-oracle": (twin_mpc_oracle, "NOT a fair controller: mpc with the simulator's own patient parameters as "
+                                    "its twin; an upper-bound reference for research (breaks the honesty rules)"),
 }
 
 DEFAULT_CONTROLLER = "mpc"

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--controller", default=None, metavar="NAME",
-                   help="controller: mpc (glucotwin: twin + MPC + safety supervisor, the default), bb (simglucose basal-bolus) or basal (programmed basal only)")
+                   help="controller: mpc (glucotwin: twin + MPC + safety supervisor, the default), bb (simglucose basal-bolus), "
+                        "basal (programmed basal only) or mpc-oracle (NOT fair: mpc whose twin is the simulator's "
+                        "own patient; an upper-bound reference)")
     p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
                    help="hcl: meal information given at meal time; fcl: none (default hcl)")
     p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
@@ -33,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="simglucose CGM: Dexcom 3-min samples (default), GuardianRT 5-min, Navigator 1-min")
     p.add_argument("--carb-error", type=float, default=0.0, metavar="PCT",
                    help="HCL: announce carbs off by PCT percent (e.g. 30 or -30); off-protocol check")
+    p.add_argument("--meal-delay", type=float, default=0.0, metavar="MIN",
+                   help="HCL: announce each meal MIN minutes after it starts (a late announcement, or "
+                        "what a perfect meal detector could do); off-protocol check")
     p.add_argument("--scale", action="append", default=[], metavar="PARAM=FACTOR",
                    help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -95,6 +100,7 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     try:
         protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor,
                                  carb_announcement_factor=1.0 + args.carb_error / 100.0,
+                                 meal_delay_min=args.meal_delay,
                                  physiology_scale=tuple(scale))
     except ValueError as exc:
         raise CliError(str(exc)) from None

@@ -33,6 +33,8 @@ class TrialProtocol:
     start: simulation start time (naive, simglucose convention).
     carb_announcement_factor: in HCL the controller is told this many times the
         carbohydrates actually eaten (1.3: carbs over-counted by 30 %).
+    meal_delay_min: in HCL the meal information reaches the controller this
+        many minutes after the meal starts (0: at meal time, the protocol).
     physiology_scale: multipliers of simulator parameters, e.g.
         ``(("Vmx", 1.4), ("kp3", 1.4))``; the controller's clinical profile is unchanged.
     """
@@ -44,12 +46,16 @@ class TrialProtocol:
     pump: str = "Insulet"
     start: datetime = BENCHMARK_START
     carb_announcement_factor: float = 1.0
+    meal_delay_min: float = 0.0
     physiology_scale: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.carb_announcement_factor, (int, float))
                 and math.isfinite(self.carb_announcement_factor) and 0 <= self.carb_announcement_factor <= 3):
             raise ValueError(f"carb announcement factor must be within 0..3, got {self.carb_announcement_factor!r}")
+        if not (isinstance(self.meal_delay_min, (int, float)) and math.isfinite(self.meal_delay_min)
+                and 0 <= self.meal_delay_min <= 240):
+            raise ValueError(f"meal delay must be within 0..240 minutes, got {self.meal_delay_min!r}")
         for item in self.physiology_scale:
             if not (isinstance(item, tuple) and len(item) == 2 and item[0] in SCALABLE_PARAMETERS
                     and isinstance(item[1], (int, float)) and math.isfinite(item[1]) and 0 < item[1] <= 10):

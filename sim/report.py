@@ -702,6 +702,9 @@ def _protocol_rows(run: TrialRun) -> list[tuple[str, Any]]:
     factor = proto.get("carb_announcement_factor", 1.0)
     if factor not in (1, 1.0, None):
         rows.append(("carb announcement", f"carbohydrates announced × {factor} (off-protocol check)"))
+    delay = proto.get("meal_delay_min", 0.0)
+    if delay:
+        rows.append(("meal delay", f"meals announced {delay:g} min after they start (off-protocol check)"))
     scale = proto.get("physiology_scale") or {}
     if scale:
         rows.append(("physiology scale", ", ".join(f"{k} × {v}" for k, v in scale.items()) + " (the controller is not told)"))
@@ -736,6 +739,8 @@ def _rerun_command(run: TrialRun) -> str | None:
     factor = proto.get("carb_announcement_factor", 1.0)
     if factor not in (1, 1.0, None) and cmd[1] == "trial":
         cmd += ["--carb-error", f"{(float(factor) - 1.0) * 100:g}"]
+    if proto.get("meal_delay_min") and cmd[1] == "trial":
+        cmd += ["--meal-delay", f"{float(proto['meal_delay_min']):g}"]
     for k, v in (proto.get("physiology_scale") or {}).items():
         cmd += ["--scale", f"{k}={v}"]
     return " ".join(cmd)

@@ -21,6 +21,7 @@ import numpy as np
 
 from sim.adapter import rate_per_min_to_amount
 from sim.baselines import ControllerFactory, controller_factory
+from sim.meal_info import MealInformation
 from sim.engine import Engine, default_workers, resolve_engine  # noqa: F401 (default_workers: re-exported)
 from sim.protocol import TrialProtocol
 from sim.simglucose_env import make_env
@@ -64,11 +65,9 @@ def simulate_patient(
     end = protocol.start + protocol.duration
     diag_rows: list[dict[str, Any]] = []
     pending_min = 0.0
+    meals = MealInformation(protocol.meal_announcement, protocol.carb_announcement_factor, protocol.meal_delay_min)
     while env.time < end:
-        if not protocol.meal_announcement:
-            info = dict(info, meal=0.0)
-        elif protocol.carb_announcement_factor != 1.0:
-            info = dict(info, meal=info.get("meal", 0.0) * protocol.carb_announcement_factor)
+        info = dict(info, meal=meals.announced_g_per_min(info["time"], info.get("meal", 0.0), env.sample_time))
         action = ctrl.policy(obs, reward, done, **info)
         diag_rows.append(diagnostics_of() if diagnostics_of else {})
         obs, reward, done, info = env.step(action)
