@@ -65,6 +65,10 @@ class ReadingValidator(Protocol):
         """The reading when accepted, otherwise a :class:`Rejection`."""
         ...
 
+    def remember(self, payload: dict[str, Any]) -> None:
+        """Take a journaled reading (its ``to_dict``) as accepted, unjudged: history after a restart."""
+        ...
+
 
 @dataclass(frozen=True)
 class PumpOrder:

@@ -176,8 +176,29 @@ class ClosedLoop:
             if inp.cgm_mg_dl is not None:
                 self.last_reading_time = inp.time
             report.cycles_replayed += 1
+        self._restore_validator(since)
         report.iob_u = self.policy.supervisor.iob_u(now)
         return report
+
+    def _restore_validator(self, since: str) -> None:
+        """Give the validator the readings that ran the replayed cycles: without them the first
+        reading after a restart would escape the rate check (a spike would reach the MPC)."""
+        if self.validator is None or not hasattr(self.validator, "remember"):
+            return
+        cycle_times = {ControlInput.from_dict(d.payload["input"]).time for d, _ in self.journal.cycles_since(since)
+                       if d.payload["input"].get("cgm_mg_dl") is not None}
+        for event in self.journal.events("reading"):
+            if event.time < since:
+                continue
+            try:
+                taken = datetime.fromisoformat(str(event.payload.get("time"))) in cycle_times
+            except ValueError:
+                continue
+            if taken:
+                try:
+                    self.validator.remember(event.payload)
+                except ValueError:  # a journaled reading that no longer parses is only skipped
+                    continue
 
     def _journal_delivery_of_cycle(self, cycle: int, now: datetime) -> None:
         """After a restart: the delivery of a cycle cut short, from its journaled replies."""

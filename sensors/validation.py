@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sensors.reading import GlucoseReading, Rejected
 
@@ -180,6 +181,16 @@ class ReadingValidator:
     def reset(self) -> None:
         """Forget every subject's history (the counts are kept)."""
         self._history.clear()
+
+    def remember(self, payload: dict[str, Any]) -> None:
+        """Take a reading accepted before a restart (its journaled ``to_dict``) into the history.
+
+        It is not judged and not counted: it was judged when it arrived. A restarted
+        loop calls this for the readings that ran its replayed cycles, so that the
+        first reading after the restart meets the same rate and duplicate checks as
+        any other. Raises ValueError when ``payload`` is not a reading.
+        """
+        self._remember(GlucoseReading.from_dict(payload))
 
     def check(self, reading: GlucoseReading, now: datetime | None = None) -> GlucoseReading | Rejected:
         """``reading`` itself when accepted, else a :class:`Rejected` saying why.

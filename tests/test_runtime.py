@@ -272,3 +272,31 @@ def test_restart_keeps_the_learned_shares_from_before_the_replayed_window(tmp_pa
         loop.restore()
         assert loop.policy.supervisor.correction_learner.share == pytest.approx(learned)
         assert loop.policy.supervisor.meal_learner.share == pytest.approx(0.8)
+
+
+def test_after_a_restart_the_first_reading_still_meets_the_rate_check(tmp_path):
+    from sensors.validation import IMPLAUSIBLE_RATE, ReadingValidator
+
+    def loop_with_validator(journal: Journal, pump: MemoryPump, clock: Clock) -> tuple[ClosedLoop, ListSource]:
+        source = ListSource()
+        policy = TwinMPCPolicy(personalize(PROFILE, default_prior()))
+        return ClosedLoop(policy, source, pump, journal, clock, LoopSettings(cycle_min=5.0),
+                          validator=ReadingValidator()), source
+
+    path = tmp_path / "j.sqlite"
+    pump, clock = MemoryPump(), Clock()
+    with Journal(path) as journal:
+        loop, source = loop_with_validator(journal, pump, clock)
+        feed(loop, source, clock, 0, 12, glucose=lambda k: 120.0)
+    spike = 12
+    with Journal(path) as journal:  # the loop was killed; a new process restores from the journal
+        loop, source = loop_with_validator(journal, pump, clock)
+        loop.restore()
+        assert loop.validator.last_accepted("") is not None  # the replayed cycles' readings
+        assert loop.validator.counts["accepted"] == 0  # remembered, not judged again
+        results = feed(loop, source, clock, spike, 1, glucose=lambda k: 400.0)  # +280 mg/dL in 5 min
+        assert results == []
+        rejection = journal.last("rejection")
+        assert rejection.payload["reason"].startswith(IMPLAUSIBLE_RATE)
+        # a plausible next reading runs a cycle as usual
+        assert len(feed(loop, source, clock, spike + 1, 1, glucose=lambda k: 124.0)) == 1
