@@ -160,11 +160,10 @@ class ClosedLoop:
                 self._journal_delivery_of_cycle(event.cycle, now)
         self.policy.reset()
         since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
-        # the supervisor's learned shares outlive the replayed window: start from the last ones before it
+        # what the supervisor learned outlives the replayed window: start from its state before it
         earlier = self.journal.last_before("decision", since)
         if earlier is not None:
-            diagnostics = (earlier.payload.get("dose") or {}).get("diagnostics") or {}
-            self.policy.supervisor.carry_over_shares(diagnostics.get("meal_share"), diagnostics.get("correction_share"))
+            self._carry_over_learning(earlier.payload)
         for decision, delivery in self.journal.cycles_since(since):
             inp = ControlInput.from_dict(decision.payload["input"])
             self.policy.decide(inp, assume_delivered=False)
@@ -179,6 +178,19 @@ class ClosedLoop:
         self._restore_validator(since)
         report.iob_u = self.policy.supervisor.iob_u(now)
         return report
+
+    def _carry_over_learning(self, decision: dict[str, Any]) -> None:
+        """The learners' full state journaled with ``decision``; a journal from before it was
+        journaled (or a damaged one) gives the shares alone, from the dose's diagnostics."""
+        state = decision.get("learners")
+        if isinstance(state, dict):
+            try:
+                self.policy.supervisor.restore_learners(state)
+                return
+            except ValueError:
+                pass
+        diagnostics = (decision.get("dose") or {}).get("diagnostics") or {}
+        self.policy.supervisor.carry_over_shares(diagnostics.get("meal_share"), diagnostics.get("correction_share"))
 
     def _restore_validator(self, since: str) -> None:
         """Give the validator the readings that ran the replayed cycles: without them the first
@@ -284,7 +296,8 @@ class ClosedLoop:
                            cycle_min=self.settings.cycle_min)
         self.pending_carbs_g = 0.0
         dose = self.policy.decide(inp, assume_delivered=False)
-        self.journal.append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict()},
+        self.journal.append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict(),
+                                                           "learners": self.policy.supervisor.learner_state()},
                             cycle=cycle)
         orders, outcomes = [], []
         for spec in self._order_specs(time, dose):

@@ -209,6 +209,25 @@ class SafetySupervisor:
                 s = learner.settings
                 learner.share = min(max(float(value), s.lowest), s.highest)
 
+    def learner_state(self) -> dict[str, Any]:
+        """Both learners' full state (JSON-ready), journaled with each live decision."""
+        return {"meal": self.meal_learner.to_dict(), "correction": self.correction_learner.to_dict()}
+
+    def restore_learners(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`learner_state` saved before a restart: shares, open windows,
+        pending raises and low episodes, so a restart neither forgets a low nor restarts the
+        first-day rule. Shares outside today's bounds are clipped to them. Raises ValueError
+        (nothing changed) when ``state`` is not such a state."""
+        try:
+            meal = ShareLearner.from_dict(state["meal"], self.meal_learning_settings(self.limits))
+            correction = ShareLearner.from_dict(state["correction"], self.correction_learning_settings(self.limits))
+        except (TypeError, KeyError, ValueError, IndexError) as exc:
+            raise ValueError(f"not a learner state: {exc!r}") from None
+        for learner in (meal, correction):
+            share = learner.share if math.isfinite(learner.share) else learner.settings.initial
+            learner.share = min(max(share, learner.settings.lowest), learner.settings.highest)
+        self.meal_learner, self.correction_learner = meal, correction
+
     def carbs_on_board_g(self, now: datetime) -> float:
         span = self.limits.carb_absorption_min
         while self.announced and (now - self.announced[0][0]).total_seconds() / 60.0 >= span:

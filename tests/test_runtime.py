@@ -300,3 +300,26 @@ def test_after_a_restart_the_first_reading_still_meets_the_rate_check(tmp_path):
         assert rejection.payload["reason"].startswith(IMPLAUSIBLE_RATE)
         # a plausible next reading runs a cycle as usual
         assert len(feed(loop, source, clock, spike + 1, 1, glucose=lambda k: 124.0)) == 1
+
+
+def test_restart_continues_the_learners_exactly_where_they_were(tmp_path):
+    path = tmp_path / "j.sqlite"
+    pump, clock = MemoryPump(), Clock()
+    # a day and a half: a low, then highs (a pending raise) and a low episode still open at the end
+    level = [110.0] * 60 + [100.0, 85.0, 72.0, 68.0, 66.0, 65.0, 70.0, 90.0, 110.0] + [200.0] * 150 \
+        + [150.0] * 150 + [130.0, 110.0, 95.0, 80.0, 68.0, 66.0, 64.0]
+    with Journal(path) as journal:
+        loop, source = make_loop(journal, pump, clock)
+        feed(loop, source, clock, 0, len(level), glucose=lambda k: level[k])
+        before = loop.policy.supervisor.learner_state()
+    assert before["correction"]["in_low_episode"] and before["correction"]["last_low"] is not None
+    assert before["correction"]["share"] < 1.0
+
+    with Journal(path) as journal:
+        source = ListSource()
+        policy = TwinMPCPolicy(personalize(PROFILE, default_prior()))
+        loop = ClosedLoop(policy, source, pump, journal, clock, LoopSettings(cycle_min=5.0, replay_hours=2.0))
+        loop.restore()
+        after = loop.policy.supervisor.learner_state()
+    # the same state as the loop that never stopped: first reading, low episode, windows, shares
+    assert after == before

@@ -236,3 +236,19 @@ def test_a_compression_low_is_not_a_low():
     slow = [(600 + 5 * i, 140.0 - 4.0 * 5 * i) for i in range(5)] + [(m, 45.0) for m in range(625, 660, 5)]
     feed(learner, [(m, 140.0) for m in range(700, 1200, 5)] + [(m + 600, g) for m, g in slow])
     assert learner.share == pytest.approx(DOWN)
+
+
+def test_restoring_learner_state_clips_shares_and_refuses_garbage():
+    profile = PatientProfile("p", 70.0, 40.0, 12.0, 45.0, 35.0, (BasalSegment(0, 0.8),), 120.0)
+    sup = SafetySupervisor(profile, SafetyLimits.for_profile(profile))
+    state = sup.learner_state()
+    state["meal"]["share"], state["correction"]["share"] = 5.0, 0.01  # e.g. the limits were edited since
+    other = SafetySupervisor(profile, SafetyLimits.for_profile(profile))
+    other.restore_learners(state)
+    assert other.meal_learner.share == sup.limits.meal_insulin_fraction_max
+    assert other.correction_learner.share == sup.limits.correction_share_min
+    for bad in ({}, {"meal": {}, "correction": {}}, {"meal": state["meal"]}, {"meal": 1, "correction": 2}):
+        before = other.learner_state()
+        with pytest.raises(ValueError, match="not a learner state"):
+            other.restore_learners(bad)
+        assert other.learner_state() == before
