@@ -117,6 +117,9 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(str(exc)) from None
     print(format_tables(result.summary))
+    if controller == "mpc-oracle":
+        print("note: mpc-oracle is NOT a fair controller: its twin is the simulator's own patient "
+              "(an upper-bound reference, not a result)")
     print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
     if not args.no_report:
         from sim.report import report_after_run  # never raises: a failed report is a one-line warning

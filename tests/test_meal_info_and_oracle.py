@@ -79,6 +79,14 @@ def test_the_oracle_twin_is_the_simulator_patient_and_runs_a_trial():
     assert run.trace.diagnostics["reason"][0]
 
 
+def test_the_cli_labels_oracle_runs(tmp_path, capsys):
+    from sim.cli import main
+
+    assert main(["trial", "--controller", "mpc-oracle", "--patients", "adult#001", "--days", "0.05", "--quiet",
+                 "--no-report", "--out", str(tmp_path / "o")]) == 0
+    assert "NOT a fair controller" in capsys.readouterr().out
+
+
 def test_no_control_path_module_builds_the_oracle():
     import pathlib
 
