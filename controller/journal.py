@@ -20,6 +20,13 @@ Event kinds (``KINDS``):
 The journal is the loop's memory: after a restart the runtime replays
 ``decision`` + ``delivery`` pairs to rebuild the twin and insulin on board, and
 resolves ``command`` events without a ``reply`` by asking the pump.
+
+A loop runs for months, so :meth:`Journal.prune` deletes events older than the
+retention window (the runtime calls it daily). It never deletes a command still
+waiting for its reply, the newest event of any kind, nor the command with the
+highest seq (the next command's seq and the next cycle's number continue from
+them). SQLite reuses the freed pages,
+so the file stops growing at about the size of the retention window.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
 CREATE INDEX IF NOT EXISTS events_seq ON events(seq) WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_kind_time ON events(kind, time);
 """
 
 
@@ -88,6 +96,25 @@ class Journal:
                                (kind, time, cycle, seq, text))
         return int(cur.lastrowid or 0)
 
+    def prune(self, before_iso: str, *, max_id: int | None = None) -> int:
+        """Delete events whose time is before ``before_iso``; returns how many.
+
+        Kept whatever their age: commands without a reply (a restart resolves them),
+        the newest event of each kind and the command with the highest seq (the
+        next seq continues above it). ``max_id``: delete nothing above this id
+        (e.g. what an uploader has not collected yet).
+        """
+        sql = ("DELETE FROM events WHERE time < ? "
+               "AND NOT (kind = 'command' AND NOT EXISTS "
+               "(SELECT 1 FROM events r WHERE r.kind = 'reply' AND r.seq = events.seq)) "
+               "AND id NOT IN (SELECT MAX(id) FROM events GROUP BY kind) "
+               "AND id NOT IN (SELECT id FROM events WHERE kind = 'command' ORDER BY seq DESC LIMIT 1)")
+        args: list[Any] = [before_iso]
+        if max_id is not None:
+            sql += " AND id <= ?"
+            args.append(int(max_id))
+        return int(self._db.execute(sql, args).rowcount)
+
     # --- reading ------------------------------------------------------------------------
     def events(self, *kinds: str, after_id: int = 0) -> Iterator[Event]:
         sql = "SELECT id, kind, time, cycle, seq, payload FROM events WHERE id > ?"
@@ -128,10 +155,22 @@ class Journal:
             "(SELECT 1 FROM events r WHERE r.kind = 'reply' AND r.seq = c.seq) ORDER BY id")
         return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
+    def events_since(self, kind: str, time_iso: str) -> list[Event]:
+        """Events of ``kind`` whose time is at or after ``time_iso``, in order (indexed: a
+        restart reads a day of a long journal, not all of it)."""
+        rows = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? AND time >= ? "
+                                "ORDER BY id", (kind, time_iso))
+        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
     def cycles_since(self, time_iso: str) -> list[tuple[Event, Event | None]]:
         """(decision, delivery or None) pairs of cycles at or after ``time_iso``, in order."""
-        decisions = [e for e in self.events("decision") if e.time >= time_iso]
-        deliveries = {e.cycle: e for e in self.events("delivery")}
+        decisions = self.events_since("decision", time_iso)
+        if not decisions:
+            return []
+        first = min((d.cycle for d in decisions if d.cycle is not None), default=0)
+        rows = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = 'delivery' "
+                                "AND cycle >= ? ORDER BY id", (first,))
+        deliveries = {r[3]: Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
         return [(d, deliveries.get(d.cycle)) for d in decisions]
 
 

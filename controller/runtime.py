@@ -45,6 +45,8 @@ class LoopSettings:
     replay_hours: how much journaled history a restart replays into the twin.
     forecast_horizon_min: the twin forecast computed once per cycle (status line,
         dashboards, Nightscout's forecast lines); at least 60.
+    journal_retention_days: events older than this are pruned from the journal at
+        start-up and once a day (:meth:`Journal.prune`); longer than the replay.
     """
 
     cycle_min: float = 5.0
@@ -53,10 +55,11 @@ class LoopSettings:
     max_wait_min: float = 10.0
     replay_hours: float = 24.0
     forecast_horizon_min: float = 60.0
+    journal_retention_days: float = 90.0
 
     def __post_init__(self) -> None:
         for name in ("cycle_min", "temp_basal_duration_min", "command_validity_s", "max_wait_min", "replay_hours",
-                     "forecast_horizon_min"):
+                     "forecast_horizon_min", "journal_retention_days"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
@@ -64,6 +67,9 @@ class LoopSettings:
             raise ValueError("forecast_horizon_min must be at least 60 (the status line shows 30 and 60 min)")
         if self.temp_basal_duration_min < self.cycle_min:
             raise ValueError("temp_basal_duration_min must be at least one cycle")
+        if self.journal_retention_days * 24.0 < self.replay_hours + 24.0:
+            raise ValueError("journal_retention_days must keep at least a day more than replay_hours "
+                             "(a restart reads the decision before the replayed window)")
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,8 @@ class ClosedLoop:
         self.last_reading_time: datetime | None = None
         self.rejections: dict[str, int] = {}
         self.announced: set[tuple[str, float]] = set()  # (time, carbs) of every announcement taken
+        self.prune_limit: Callable[[], int | None] | None = None  # e.g. an uploader's cursor: prune up to it
+        self.last_prune_clock: datetime | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
@@ -177,7 +185,16 @@ class ClosedLoop:
             report.cycles_replayed += 1
         self._restore_validator(since)
         report.iob_u = self.policy.supervisor.iob_u(now)
+        self.prune_journal()
         return report
+
+    def prune_journal(self) -> int:
+        """Delete journal events older than the retention window (see :meth:`Journal.prune`)."""
+        now = self.clock()
+        self.last_prune_clock = now
+        limit = self.prune_limit() if self.prune_limit is not None else None
+        before = (now - timedelta(days=self.settings.journal_retention_days)).isoformat()
+        return self.journal.prune(before, max_id=limit)
 
     def _carry_over_learning(self, decision: dict[str, Any]) -> None:
         """The learners' full state journaled with ``decision``; a journal from before it was
@@ -199,9 +216,7 @@ class ClosedLoop:
             return
         cycle_times = {ControlInput.from_dict(d.payload["input"]).time for d, _ in self.journal.cycles_since(since)
                        if d.payload["input"].get("cgm_mg_dl") is not None}
-        for event in self.journal.events("reading"):
-            if event.time < since:
-                continue
+        for event in self.journal.events_since("reading", since):
             try:
                 taken = datetime.fromisoformat(str(event.payload.get("time"))) in cycle_times
             except ValueError:
@@ -326,6 +341,8 @@ class ClosedLoop:
         self.last_cycle_clock = self.clock()
         if reading is not None:
             self.last_reading_time = time
+        if self.last_prune_clock is None or self.last_cycle_clock - self.last_prune_clock >= timedelta(days=1):
+            self.prune_journal()
         result = self._result(cycle, time, cgm, dose, basal, bolus, tuple(outcomes))
         if self.on_cycle is not None:
             self.on_cycle(result)

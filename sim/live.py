@@ -269,6 +269,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
         settings = replace(settings, forecast_horizon_min=max(settings.forecast_horizon_min, FORECAST_HORIZON_MIN))
     loop = ClosedLoop(policy, source, pump, journal, clock, settings, validator=ReadingValidator(),
                       on_cycle=on_cycle if publisher is not None or upload is not None else None)
+    if upload is not None:  # never prune what the uploader has not collected yet
+        loop.prune_limit = lambda: upload.uploader.cursor
     report = loop.restore()
     print(f"glucotwin run: {config.profile.name}: journal {config.journal_path} "
           f"({report.cycles_replayed} cycles replayed, {len(report.orders_resolved)} in-flight orders resolved, "

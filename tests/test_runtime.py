@@ -323,3 +323,43 @@ def test_restart_continues_the_learners_exactly_where_they_were(tmp_path):
         after = loop.policy.supervisor.learner_state()
     # the same state as the loop that never stopped: first reading, low episode, windows, shares
     assert after == before
+
+
+def test_the_journal_is_pruned_to_its_retention_but_keeps_what_a_restart_needs(tmp_path):
+    path = tmp_path / "j.sqlite"
+    pump, clock = MemoryPump(), Clock()
+    settings = LoopSettings(cycle_min=5.0, replay_hours=2.0, journal_retention_days=1.5)
+    with Journal(path) as journal:
+        source = ListSource()
+        loop = ClosedLoop(TwinMPCPolicy(personalize(PROFILE, default_prior())), source, pump, journal, clock, settings)
+        # a command whose reply never came (the loop was killed mid-cycle, say)
+        order = PumpOrder(999, "bolus", T0, T0 + timedelta(minutes=2), bolus_u=0.5)
+        journal.append("command", T0.isoformat(), order.to_dict(), cycle=0, seq=999)
+        feed(loop, source, clock, 0, 12 * 24 * 3, glucose=lambda k: 130.0)  # 3 days
+        oldest = min(e.time for e in journal.events())
+        cut = (clock.now - timedelta(days=1.5)).isoformat()
+        kept_old = [e for e in journal.events() if e.time < cut]
+        max_seq, max_cycle = journal.max_seq(), journal.max_cycle()
+    # pruned daily: nothing older than the window plus a day, except the unanswered command
+    assert oldest == T0.isoformat() and T0 < clock.now - timedelta(days=2.5)
+    assert kept_old and all(e.time >= (clock.now - timedelta(days=2.5)).isoformat() for e in kept_old if e.seq != 999)
+    assert any(e.seq == 999 for e in kept_old)
+    with Journal(path) as journal:  # a restart prunes to the window and continues seq and cycle numbering
+        loop = ClosedLoop(TwinMPCPolicy(personalize(PROFILE, default_prior())), ListSource(), pump, journal,
+                          clock, settings)
+        loop.restore()
+        assert all(e.time >= cut or e.seq == 999 for e in journal.events())
+        assert journal.max_seq() == max_seq and journal.max_cycle() == max_cycle == loop.cycle_no
+        assert loop.policy.supervisor.correction_learner.first_reading is not None  # carried over
+
+
+def test_prune_keeps_the_newest_event_of_each_kind_and_respects_max_id(tmp_path):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        old = (T0 - timedelta(days=400)).isoformat()
+        ids = [journal.append("reading", old, {"k": i}) for i in range(5)]
+        journal.append("command", old, {"seq": 7}, seq=7)
+        journal.append("reply", old, {"seq": 7}, seq=7)
+        assert journal.prune(T0.isoformat(), max_id=ids[1]) == 2  # only up to max_id
+        assert journal.prune(T0.isoformat()) == 2  # readings 2 and 3; the newest reading stays
+        assert [e.payload for e in journal.events("reading")] == [{"k": 4}]
+        assert journal.max_seq() == 7  # the newest command and reply stay: seqs continue above them
