@@ -189,11 +189,18 @@ class ClosedLoop:
         return report
 
     def prune_journal(self) -> int:
-        """Delete journal events older than the retention window (see :meth:`Journal.prune`)."""
+        """Delete journal events older than the retention window (see :meth:`Journal.prune`).
+
+        The window ends at the clock or at the newest decision, whichever is earlier: a
+        clock gone years ahead (a device without a real-time clock, say) prunes nothing
+        that the loop has not outlived by its own decisions.
+        """
         now = self.clock()
         self.last_prune_clock = now
+        last = self.journal.last("decision")
+        reference = now if last is None else min(now, datetime.fromisoformat(last.time))
         limit = self.prune_limit() if self.prune_limit is not None else None
-        before = (now - timedelta(days=self.settings.journal_retention_days)).isoformat()
+        before = (reference - timedelta(days=self.settings.journal_retention_days)).isoformat()
         return self.journal.prune(before, max_id=limit)
 
     def _carry_over_learning(self, decision: dict[str, Any]) -> None:

@@ -363,3 +363,14 @@ def test_prune_keeps_the_newest_event_of_each_kind_and_respects_max_id(tmp_path)
         assert journal.prune(T0.isoformat()) == 2  # readings 2 and 3; the newest reading stays
         assert [e.payload for e in journal.events("reading")] == [{"k": 4}]
         assert journal.max_seq() == 7  # the newest command and reply stay: seqs continue above them
+
+
+def test_a_clock_gone_years_ahead_prunes_nothing_the_decisions_have_not_outlived(tmp_path):
+    pump, clock = MemoryPump(), Clock()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        loop, source = make_loop(journal, pump, clock)
+        feed(loop, source, clock, 0, 24, glucose=lambda k: 130.0)
+        before = journal.counts()
+        clock.now = T0 + timedelta(days=365 * 30)  # e.g. a device clock that jumped
+        assert loop.prune_journal() == 0
+        assert journal.counts() == before
