@@ -21,8 +21,8 @@ The journal is the loop's memory: after a restart the runtime replays
 ``decision`` + ``delivery`` pairs to rebuild the twin and insulin on board, and
 resolves ``command`` events without a ``reply`` by asking the pump.
 
-A loop runs for months, so :meth:`Journal.prune` deletes events older than the
-retention window (the runtime calls it daily). It never deletes a command still
+A loop runs for months, so :meth:`Journal.prune` deletes what was journaled up
+to the last decision before the retention window (the runtime calls it daily). It never deletes a command still
 waiting for its reply, the newest event of any kind, nor the command with the
 highest seq (the next command's seq and the next cycle's number continue from
 them). SQLite reuses the freed pages,
@@ -97,23 +97,28 @@ class Journal:
         return int(cur.lastrowid or 0)
 
     def prune(self, before_iso: str, *, max_id: int | None = None) -> int:
-        """Delete events whose time is before ``before_iso``; returns how many.
+        """Delete what was journaled up to the last decision before ``before_iso``.
 
-        Kept whatever their age: commands without a reply (a restart resolves them),
-        the newest event of each kind and the command with the highest seq (the
-        next seq continues above it). ``max_id``: delete nothing above this id
-        (e.g. what an uploader has not collected yet).
+        Decisions carry the time of their reading, so the cut follows the data, not the
+        time stamps of other events (a lockstep clock may stamp events at start-up with a
+        time long past), and the events of the window's first cycle (journaled after the
+        previous decision) stay. With no decision before ``before_iso`` nothing is
+        deleted. Kept whatever their age: commands without a reply (a restart resolves
+        them), the newest event of each kind and the command with the highest seq (the
+        next seq continues above it). ``max_id``: delete nothing above this id (e.g. what
+        an uploader has not collected yet). Returns how many events were deleted.
         """
-        sql = ("DELETE FROM events WHERE time < ? "
+        row = self._db.execute("SELECT MAX(id) FROM events WHERE kind = 'decision' AND time < ?",
+                               (before_iso,)).fetchone()
+        if row is None or row[0] is None:
+            return 0
+        cut = int(row[0]) if max_id is None else min(int(row[0]), int(max_id))
+        sql = ("DELETE FROM events WHERE id <= ? "
                "AND NOT (kind = 'command' AND NOT EXISTS "
                "(SELECT 1 FROM events r WHERE r.kind = 'reply' AND r.seq = events.seq)) "
                "AND id NOT IN (SELECT MAX(id) FROM events GROUP BY kind) "
                "AND id NOT IN (SELECT id FROM events WHERE kind = 'command' ORDER BY seq DESC LIMIT 1)")
-        args: list[Any] = [before_iso]
-        if max_id is not None:
-            sql += " AND id <= ?"
-            args.append(int(max_id))
-        return int(self._db.execute(sql, args).rowcount)
+        return int(self._db.execute(sql, (cut,)).rowcount)
 
     # --- reading ------------------------------------------------------------------------
     def events(self, *kinds: str, after_id: int = 0) -> Iterator[Event]:

@@ -348,21 +348,35 @@ def test_the_journal_is_pruned_to_its_retention_but_keeps_what_a_restart_needs(t
         loop = ClosedLoop(TwinMPCPolicy(personalize(PROFILE, default_prior())), ListSource(), pump, journal,
                           clock, settings)
         loop.restore()
-        assert all(e.time >= cut or e.seq == 999 for e in journal.events())
+        # what stays from before the window is the last cycle before it (its command, reply,
+        # delivery and snapshot follow its decision) and the unanswered command
+        one_cycle_earlier = (clock.now - timedelta(days=1.5, minutes=5)).isoformat()
+        assert all(e.time >= one_cycle_earlier or e.seq == 999 for e in journal.events())
         assert journal.max_seq() == max_seq and journal.max_cycle() == max_cycle == loop.cycle_no
         assert loop.policy.supervisor.correction_learner.first_reading is not None  # carried over
 
 
-def test_prune_keeps_the_newest_event_of_each_kind_and_respects_max_id(tmp_path):
+def test_prune_cuts_at_the_last_decision_before_the_window_keeps_the_newest_of_each_kind(tmp_path):
     with Journal(tmp_path / "j.sqlite") as journal:
-        old = (T0 - timedelta(days=400)).isoformat()
-        ids = [journal.append("reading", old, {"k": i}) for i in range(5)]
+        old, epoch = (T0 - timedelta(days=400)).isoformat(), "1970-01-01T00:00:00+00:00"
+        ids = [journal.append("reading", old, {"k": i}) for i in range(4)]
         journal.append("command", old, {"seq": 7}, seq=7)
         journal.append("reply", old, {"seq": 7}, seq=7)
+        journal.append("decision", old, {"n": 1}, cycle=1)
+        journal.append("startup", epoch, {"n": 1})  # stamped by a lockstep clock before any reading
+        journal.append("reading", epoch, {"k": 4})
+        journal.append("decision", T0.isoformat(), {"n": 2}, cycle=2)
         assert journal.prune(T0.isoformat(), max_id=ids[1]) == 2  # only up to max_id
-        assert journal.prune(T0.isoformat()) == 2  # readings 2 and 3; the newest reading stays
+        # everything journaled up to the last decision before the window, but the newest of each kind
+        assert journal.prune(T0.isoformat()) == 3  # readings 2, 3 and the old decision
         assert [e.payload for e in journal.events("reading")] == [{"k": 4}]
         assert journal.max_seq() == 7  # the newest command and reply stay: seqs continue above them
+        assert journal.counts()["startup"] == 1
+        assert journal.prune((T0 + timedelta(days=1)).isoformat()) == 0  # no decision inside: keep the newest on
+    with Journal(tmp_path / "empty.sqlite") as journal:
+        journal.append("reading", "1970-01-01T00:00:00+00:00", {"k": 0})
+        journal.append("reading", "1970-01-01T00:00:00+00:00", {"k": 1})
+        assert journal.prune(T0.isoformat()) == 0  # no decision at all: nothing is cut
 
 
 def test_a_clock_gone_years_ahead_prunes_nothing_the_decisions_have_not_outlived(tmp_path):
