@@ -172,6 +172,7 @@ class ClosedLoop:
         earlier = self.journal.last_before("decision", since)
         if earlier is not None:
             self._carry_over_learning(earlier.payload)
+        reading_times: set[datetime] = set()
         for decision, delivery in self.journal.cycles_since(since):
             inp = ControlInput.from_dict(decision.payload["input"])
             self.policy.decide(inp, assume_delivered=False)
@@ -182,8 +183,9 @@ class ClosedLoop:
             self.last_cycle_clock = now
             if inp.cgm_mg_dl is not None:
                 self.last_reading_time = inp.time
+                reading_times.add(inp.time)
             report.cycles_replayed += 1
-        self._restore_validator(since)
+        self._restore_validator(since, reading_times)
         report.iob_u = self.policy.supervisor.iob_u(now)
         self.prune_journal()
         return report
@@ -216,16 +218,15 @@ class ClosedLoop:
         diagnostics = (decision.get("dose") or {}).get("diagnostics") or {}
         self.policy.supervisor.carry_over_shares(diagnostics.get("meal_share"), diagnostics.get("correction_share"))
 
-    def _restore_validator(self, since: str) -> None:
-        """Give the validator the readings that ran the replayed cycles: without them the first
-        reading after a restart would escape the rate check (a spike would reach the MPC)."""
+    def _restore_validator(self, since: str, reading_times: set[datetime]) -> None:
+        """Give the validator the readings that ran the replayed cycles (at ``reading_times``):
+        without them the first reading after a restart would escape the rate check (a spike
+        would reach the MPC)."""
         if self.validator is None or not hasattr(self.validator, "remember"):
             return
-        cycle_times = {ControlInput.from_dict(d.payload["input"]).time for d, _ in self.journal.cycles_since(since)
-                       if d.payload["input"].get("cgm_mg_dl") is not None}
         for event in self.journal.events_since("reading", since):
             try:
-                taken = datetime.fromisoformat(str(event.payload.get("time"))) in cycle_times
+                taken = datetime.fromisoformat(str(event.payload.get("time"))) in reading_times
             except ValueError:
                 continue
             if taken:
@@ -348,11 +349,11 @@ class ClosedLoop:
         self.last_cycle_clock = self.clock()
         if reading is not None:
             self.last_reading_time = time
-        if self.last_prune_clock is None or self.last_cycle_clock - self.last_prune_clock >= timedelta(days=1):
-            self.prune_journal()
         result = self._result(cycle, time, cgm, dose, basal, bolus, tuple(outcomes))
         if self.on_cycle is not None:
             self.on_cycle(result)
+        if self.last_prune_clock is None or self.last_cycle_clock - self.last_prune_clock >= timedelta(days=1):
+            self.prune_journal()  # once a day, after the cycle's commands and its status line
         return result
 
     def _order_specs(self, time: datetime, dose: Dose) -> list[dict[str, Any]]:
