@@ -22,11 +22,11 @@ The journal is the loop's memory: after a restart the runtime replays
 resolves ``command`` events without a ``reply`` by asking the pump.
 
 A loop runs for months, so :meth:`Journal.prune` deletes what was journaled up
-to the last decision before the retention window (the runtime calls it daily). It never deletes a command still
-waiting for its reply, the newest event of any kind, nor the command with the
-highest seq (the next command's seq and the next cycle's number continue from
-them). SQLite reuses the freed pages,
-so the file stops growing at about the size of the retention window.
+to the last decision before the retention window (the runtime calls it daily).
+It never deletes a command still waiting for its reply, the newest event of any
+kind, nor the command with the highest seq (the next command's seq and the next
+cycle's number continue from them). SQLite reuses the freed pages, so the file
+stops growing at about the size of the retention window.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class Event:
     cycle: int | None
     seq: int | None
     payload: dict[str, Any]
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    """An :class:`Event` from a ``SELECT id, kind, time, cycle, seq, payload`` row."""
+    return Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
 
 
 class Journal:
@@ -128,7 +133,7 @@ class Journal:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             args.extend(kinds)
         for row in self._db.execute(sql + " ORDER BY id", args):
-            yield Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+            yield _event(row)
 
     def counts(self) -> dict[str, int]:
         return {k: n for k, n in self._db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind")}
@@ -136,13 +141,13 @@ class Journal:
     def last(self, kind: str) -> Event | None:
         row = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? "
                                "ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
-        return None if row is None else Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+        return None if row is None else _event(row)
 
     def last_before(self, kind: str, time_iso: str) -> Event | None:
         """The newest event of ``kind`` whose time is before ``time_iso`` (None when none)."""
         row = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? AND time < ? "
                                "ORDER BY id DESC LIMIT 1", (kind, time_iso)).fetchone()
-        return None if row is None else Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+        return None if row is None else _event(row)
 
     def max_seq(self) -> int:
         """The highest command sequence number ever journaled (0 when none)."""
@@ -158,14 +163,14 @@ class Journal:
         rows = self._db.execute(
             "SELECT id, kind, time, cycle, seq, payload FROM events c WHERE kind = 'command' AND NOT EXISTS "
             "(SELECT 1 FROM events r WHERE r.kind = 'reply' AND r.seq = c.seq) ORDER BY id")
-        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [_event(r) for r in rows]
 
     def events_since(self, kind: str, time_iso: str) -> list[Event]:
         """Events of ``kind`` whose time is at or after ``time_iso``, in order (indexed: a
         restart reads a day of a long journal, not all of it)."""
         rows = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = ? AND time >= ? "
                                 "ORDER BY id", (kind, time_iso))
-        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [_event(r) for r in rows]
 
     def cycles_since(self, time_iso: str) -> list[tuple[Event, Event | None]]:
         """(decision, delivery or None) pairs of cycles at or after ``time_iso``, in order."""
@@ -175,7 +180,7 @@ class Journal:
         first = min((d.cycle for d in decisions if d.cycle is not None), default=0)
         rows = self._db.execute("SELECT id, kind, time, cycle, seq, payload FROM events WHERE kind = 'delivery' "
                                 "AND cycle >= ? ORDER BY id", (first,))
-        deliveries = {r[3]: Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows}
+        deliveries = {r[3]: _event(r) for r in rows}
         return [(d, deliveries.get(d.cycle)) for d in decisions]
 
 

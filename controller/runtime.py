@@ -191,7 +191,8 @@ class ClosedLoop:
         return report
 
     def prune_journal(self) -> int:
-        """Delete journal events older than the retention window (see :meth:`Journal.prune`).
+        """Prune the journal to the retention window: what was journaled up to the last
+        decision before it goes (see :meth:`Journal.prune`).
 
         The window ends at the clock or at the newest decision, whichever is earlier: a
         clock gone years ahead (a device without a real-time clock, say) prunes nothing

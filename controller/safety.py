@@ -206,8 +206,7 @@ class SafetySupervisor:
         outside a learner's bounds are clipped to them, and missing ones leave it as it is."""
         for learner, value in ((self.meal_learner, meal_share), (self.correction_learner, correction_share)):
             if isinstance(value, (int, float)) and math.isfinite(value):
-                s = learner.settings
-                learner.share = min(max(float(value), s.lowest), s.highest)
+                _set_share_within_bounds(learner, float(value))
 
     def learner_state(self) -> dict[str, Any]:
         """Both learners' full state (JSON-ready), journaled with each live decision."""
@@ -224,8 +223,7 @@ class SafetySupervisor:
         except (TypeError, KeyError, ValueError, IndexError) as exc:
             raise ValueError(f"not a learner state: {exc!r}") from None
         for learner in (meal, correction):
-            share = learner.share if math.isfinite(learner.share) else learner.settings.initial
-            learner.share = min(max(share, learner.settings.lowest), learner.settings.highest)
+            _set_share_within_bounds(learner, learner.share if math.isfinite(learner.share) else learner.settings.initial)
         self.meal_learner, self.correction_learner = meal, correction
 
     def carbs_on_board_g(self, now: datetime) -> float:
@@ -359,3 +357,8 @@ class SafetySupervisor:
                    new_basal, new_bolus)
         return SafeDose(Dose(basal, bolus, proposal.reason, proposal.diagnostics), tuple(adjustments), iob, True,
                         tuple(notes))
+
+
+def _set_share_within_bounds(learner: ShareLearner, share: float) -> None:
+    """A share carried over a restart, clipped to the learner's bounds of today."""
+    learner.share = min(max(share, learner.settings.lowest), learner.settings.highest)
