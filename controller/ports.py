@@ -142,3 +142,47 @@ class PumpPort(Protocol):
     def resolve(self, order: PumpOrder) -> PumpOutcome:
         """Learn by a status query whether an order whose reply was lost was executed."""
         ...
+
+
+PumpEventKind = Literal["bolus", "temp_basal", "temp_cancel", "suspend", "resume"]
+
+
+@dataclass(frozen=True)
+class PumpHistoryEntry:
+    """One delivery event from the pump's own log, in pump units and the loop's time."""
+
+    seq: int
+    time: datetime
+    kind: PumpEventKind
+    bolus_u: float = 0.0
+    rate_u_per_h: float = 0.0
+    duration_min: float = 0.0
+
+
+@dataclass(frozen=True)
+class PumpHistory:
+    """What the pump says it delivered since a time.
+
+    ``covers_since``: the log reaches back to the time asked for (False when older
+    entries were dropped, or the log began later, e.g. a pump updated in the field).
+    """
+
+    pump_time: datetime
+    covers_since: bool
+    entries: tuple[PumpHistoryEntry, ...]
+
+
+class PumpHistoryUnavailable(RuntimeError):
+    """The pump could not tell its history now (silent, or a pump without a history)."""
+
+
+class PumpHistoryPort(Protocol):
+    """A pump that can tell what it delivered (the reference firmware's HISTORY query).
+
+    A :class:`PumpPort` without ``history`` is treated as a pump that cannot tell:
+    the loop then starts in its conservative mode (:class:`controller.runtime.ClosedLoop`).
+    """
+
+    def history(self, since: datetime) -> PumpHistory:
+        """The pump's deliveries since ``since``; raises :class:`PumpHistoryUnavailable`."""
+        ...

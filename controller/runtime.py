@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from controller.journal import Journal
+from controller import pump_history_sync
+from controller.journal import Journal, JournalCorrupt, JournalWriteError
+from controller.journal_buffer import BufferedAppender
 from controller.policy import ControlInput, Dose
 from controller.ports import (Announcement, GlucoseSource, PumpOrder, PumpOutcome, PumpPort, Reading,
                               ReadingValidator, Rejection)
@@ -47,6 +49,9 @@ class LoopSettings:
         dashboards, Nightscout's forecast lines); at least 60.
     journal_retention_days: events older than this are pruned from the journal at
         start-up and once a day (:meth:`Journal.prune`); longer than the replay.
+    min_cycle_fraction: a reading less than this fraction of ``cycle_min`` after the
+        last cycle's is not acted on ("too soon"): at most one decision per CGM sample
+        interval, whatever a flood of readings says.
     """
 
     cycle_min: float = 5.0
@@ -56,6 +61,7 @@ class LoopSettings:
     replay_hours: float = 24.0
     forecast_horizon_min: float = 60.0
     journal_retention_days: float = 90.0
+    min_cycle_fraction: float = 0.8
 
     def __post_init__(self) -> None:
         for name in ("cycle_min", "temp_basal_duration_min", "command_validity_s", "max_wait_min", "replay_hours",
@@ -63,6 +69,8 @@ class LoopSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.min_cycle_fraction, (int, float)) and 0.0 <= self.min_cycle_fraction <= 1.0):
+            raise ValueError(f"LoopSettings.min_cycle_fraction must be in [0, 1], got {self.min_cycle_fraction!r}")
         if self.forecast_horizon_min < 60.0:
             raise ValueError("forecast_horizon_min must be at least 60 (the status line shows 30 and 60 min)")
         if self.temp_basal_duration_min < self.cycle_min:
@@ -88,6 +96,7 @@ class CycleResult:
     outcomes: tuple[PumpOutcome, ...]
     iob_u: float
     forecast: Any = field(default=None, compare=False, repr=False)  # the cycle's twin Forecast, or None
+    degraded: str = ""  # why the loop doses only the programmed basal now ("" when it does not)
 
     def status_line(self) -> str:
         g = "---" if self.glucose_mg_dl is None else f"{self.glucose_mg_dl:5.0f}"
@@ -96,7 +105,8 @@ class CycleResult:
         pump = ",".join(o.status for o in self.outcomes) or "-"
         return (f"{self.time:%Y-%m-%d %H:%M} #{self.cycle:<5d} BG {g} mg/dL {self.trend_mg_dl_per_min:+5.1f}/min "
                 f"fc30 {f30} fc60 {f60} | basal {self.delivered_basal_u_per_h:5.2f} U/h "
-                f"bolus {self.delivered_bolus_u:4.2f} U IOB {self.iob_u:5.2f} U pump {pump} | {self.dose.reason}")
+                f"bolus {self.delivered_bolus_u:4.2f} U IOB {self.iob_u:5.2f} U pump {pump} | "
+                + (f"DEGRADED: {self.degraded} | " if self.degraded else "") + self.dose.reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {"cycle": self.cycle, "time": self.time.isoformat(), "glucose_mg_dl": self.glucose_mg_dl,
@@ -104,7 +114,7 @@ class CycleResult:
                 "forecast_60_mg_dl": self.forecast_60_mg_dl, "dose": self.dose.to_dict(),
                 "delivered_basal_u_per_h": self.delivered_basal_u_per_h,
                 "delivered_bolus_u": self.delivered_bolus_u, "outcomes": [o.to_dict() for o in self.outcomes],
-                "iob_u": self.iob_u}
+                "iob_u": self.iob_u, "degraded": self.degraded}
 
 
 @dataclass
@@ -112,6 +122,8 @@ class RestoreReport:
     cycles_replayed: int = 0
     orders_resolved: list[PumpOutcome] = field(default_factory=list)
     iob_u: float = 0.0
+    pump_history: str = ""  # what the pump's history gave (or why it gave nothing)
+    conservative_until: datetime | None = None  # conservative mode: insulin already given unknown
 
 
 class ClosedLoop:
@@ -138,15 +150,53 @@ class ClosedLoop:
         self.announced: set[tuple[str, float]] = set()  # (time, carbs) of every announcement taken
         self.prune_limit: Callable[[], int | None] | None = None  # e.g. an uploader's cursor: prune up to it
         self.last_prune_clock: datetime | None = None
+        self.appender = BufferedAppender(journal)  # a full disk degrades the loop, never kills it
+        self.history_pending = False  # conservative mode: ask the pump for its history each cycle
 
     # --- lifecycle ------------------------------------------------------------------------
     def restore(self) -> RestoreReport:
-        """Resolve in-flight orders, then rebuild the twin and IOB from the journal."""
+        """Resolve in-flight orders, book what the pump delivered that the journal lacks, then
+        rebuild the twin and IOB from the journal. A journal whose events no longer parse
+        raises :class:`~controller.journal.JournalCorrupt` (never a bare KeyError)."""
+        try:
+            return self._restore()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JournalCorrupt(self.journal.path, f"an event cannot be replayed ({type(exc).__name__}: {exc})") \
+                from None
+
+    def _restore(self) -> RestoreReport:
         now = self.clock()
         report = RestoreReport()
-        self.journal.append("startup", now.isoformat(), {"cycle": self.cycle_no, "max_seq": self.journal.max_seq()})
-        # announcements: remember all (a re-delivered one is not counted twice); those journaled
-        # after the last decision were not used yet and still count for the next cycle
+        self._append("startup", now.isoformat(), {"cycle": self.cycle_no, "max_seq": self.journal.max_seq()})
+        self._restore_announcements()
+        for event in self.journal.unanswered_commands():
+            order = PumpOrder.from_dict(event.payload)
+            outcome = self.pump.resolve(order)
+            if outcome.status != "unknown":
+                self._append("reply", now.isoformat(), {**outcome.to_dict(), "resolved_by": "status"},
+                             cycle=event.cycle, seq=order.seq)
+            report.orders_resolved.append(outcome)
+            if event.cycle is not None and not any(e.cycle == event.cycle for e in self.journal.events("delivery")):
+                self._journal_delivery_of_cycle(event.cycle, now)
+        sync = pump_history_sync.query_and_journal(self.pump, self.journal, self._append, self.policy, now)
+        report.pump_history = sync.summary
+        self.policy.reset()
+        since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
+        # what the supervisor learned outlives the replayed window: start from its state before it
+        earlier = self.journal.last_before("decision", since)
+        if earlier is not None:
+            self._carry_over_learning(earlier.payload)
+        report.cycles_replayed = self._replay(since, now)
+        if not sync.known:
+            self._enter_conservative(now, sync)
+            report.conservative_until = self.policy.supervisor.conservative_until
+        report.iob_u = self.policy.supervisor.iob_u(now)
+        self.prune_journal()
+        return report
+
+    def _restore_announcements(self) -> None:
+        """Remember every announcement (a re-delivered one is not counted twice); those journaled
+        after the last decision were not used yet and still count for the next cycle."""
         last_decision = self.journal.last("decision")
         for event in self.journal.events("announcement"):
             if "ignored" in event.payload:
@@ -157,38 +207,59 @@ class ClosedLoop:
                 carbs = key[1]
                 if math.isfinite(carbs) and carbs > 0:
                     self.pending_carbs_g += carbs
-        for event in self.journal.unanswered_commands():
-            order = PumpOrder.from_dict(event.payload)
-            outcome = self.pump.resolve(order)
-            if outcome.status != "unknown":
-                self.journal.append("reply", now.isoformat(), {**outcome.to_dict(), "resolved_by": "status"},
-                                    cycle=event.cycle, seq=order.seq)
-            report.orders_resolved.append(outcome)
-            if event.cycle is not None and not any(e.cycle == event.cycle for e in self.journal.events("delivery")):
-                self._journal_delivery_of_cycle(event.cycle, now)
-        self.policy.reset()
-        since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
-        # what the supervisor learned outlives the replayed window: start from its state before it
-        earlier = self.journal.last_before("decision", since)
-        if earlier is not None:
-            self._carry_over_learning(earlier.payload)
+
+    def _replay(self, since: str, now: datetime) -> int:
+        """Decisions and every delivery since ``since``, in time order, through the fresh policy."""
         reading_times: set[datetime] = set()
-        for decision, delivery in self.journal.cycles_since(since):
-            inp = ControlInput.from_dict(decision.payload["input"])
-            self.policy.decide(inp, assume_delivered=False)
-            if delivery is not None:
-                d = delivery.payload
-                self.policy.record_delivery(inp.time, d["basal_u_per_h"], d["minutes"], d["bolus_u"])
-            self.last_cycle_time = inp.time
-            self.last_cycle_clock = now
-            if inp.cgm_mg_dl is not None:
-                self.last_reading_time = inp.time
-                reading_times.add(inp.time)
-            report.cycles_replayed += 1
+        replayed = 0
+        decided: ControlInput | None = None
+        for event in self.journal.replay_since(since):
+            d = event.payload
+            if event.kind == "decision":
+                decided = ControlInput.from_dict(d["input"])
+                self.policy.decide(decided, assume_delivered=False)
+                self.last_cycle_time = decided.time
+                self.last_cycle_clock = now
+                if decided.cgm_mg_dl is not None:
+                    self.last_reading_time = decided.time
+                    reading_times.add(decided.time)
+                replayed += 1
+            elif d.get("from_pump"):
+                self.policy.book_pump_delivery(datetime.fromisoformat(d["time"]), d["basal_u_per_h"], d["minutes"],
+                                               d["bolus_u"])
+            else:
+                at = decided.time if decided is not None and event.cycle is not None else \
+                    datetime.fromisoformat(event.time)
+                self.policy.record_delivery(at, d["basal_u_per_h"], d["minutes"], d["bolus_u"])
         self._restore_validator(since, reading_times)
-        report.iob_u = self.policy.supervisor.iob_u(now)
-        self.prune_journal()
-        return report
+        return replayed
+
+    def _enter_conservative(self, now: datetime, sync: "pump_history_sync.HistorySync") -> None:
+        until = now + timedelta(minutes=self.policy.limits.iob_action_duration_min)
+        reason = pump_history_sync.conservative_reason(sync)
+        self.policy.supervisor.restrict(until, reason)
+        self.history_pending = True
+        self._append("fault", now.isoformat(), {"what": "conservative mode", "until": until.isoformat(),
+                                                "reason": reason})
+
+    def _retry_history(self, now: datetime) -> None:
+        """While conservative for want of the pump's history: ask again; book it when it comes."""
+        if not self.history_pending:
+            return
+        sup = self.policy.supervisor
+        if sup.conservative_until is None or now >= sup.conservative_until:
+            self.history_pending = False
+            return
+        sync = pump_history_sync.query_and_journal(self.pump, self.journal, self._append, self.policy, now)
+        if sync.known:
+            pump_history_sync.book(self.policy, sync.booked)
+            sup.lift_restriction()
+            self.history_pending = False
+            self._append("fault", now.isoformat(), {"what": "conservative mode ended", "reason": sync.summary})
+
+    def _append(self, kind: str, time: str, payload: dict[str, Any], *, cycle: int | None = None,
+                seq: int | None = None) -> None:
+        self.appender.append(kind, time, payload, cycle=cycle, seq=seq)
 
     def prune_journal(self) -> int:
         """Prune the journal to the retention window: what was journaled up to the last
@@ -204,7 +275,10 @@ class ClosedLoop:
         reference = now if last is None else min(now, datetime.fromisoformat(last.time))
         limit = self.prune_limit() if self.prune_limit is not None else None
         before = (reference - timedelta(days=self.settings.journal_retention_days)).isoformat()
-        return self.journal.prune(before, max_id=limit)
+        try:
+            return self.journal.prune(before, max_id=limit)
+        except JournalWriteError:  # a full disk: pruning waits for the next day
+            return 0
 
     def _carry_over_learning(self, decision: dict[str, Any]) -> None:
         """The learners' full state journaled with ``decision``; a journal from before it was
@@ -249,8 +323,8 @@ class ClosedLoop:
         orders = [PumpOrder.from_dict(c) for c in commands]
         inp = ControlInput.from_dict(decision.payload["input"])
         basal, bolus = self._confirmed(inp.time, orders, outcomes)
-        self.journal.append("delivery", now.isoformat(), {"basal_u_per_h": basal, "bolus_u": bolus,
-                                                          "minutes": inp.cycle_min, "restored": True}, cycle=cycle)
+        self._append("delivery", inp.time.isoformat(), {"basal_u_per_h": basal, "bolus_u": bolus,
+                                                        "minutes": inp.cycle_min, "restored": True}, cycle=cycle)
 
     # --- running --------------------------------------------------------------------------
     def step(self, timeout_s: float = 1.0) -> list[CycleResult]:
@@ -284,12 +358,12 @@ class ClosedLoop:
                 self._reject(now, item.to_dict(), "duplicate announcement: already received at this time")
                 return None
             self.announced.add(key)
-            self.journal.append("announcement", now.isoformat(), item.to_dict())
+            self._append("announcement", now.isoformat(), item.to_dict())
             if math.isfinite(item.carbs_g) and item.carbs_g > 0:
                 self.pending_carbs_g += float(item.carbs_g)
             return None
         if isinstance(item, Reading):
-            self.journal.append("reading", now.isoformat(), item.to_dict())
+            self._append("reading", now.isoformat(), item.to_dict())
             checked = item if self.validator is None else self.validator.check(item, now)
             if isinstance(checked, Reading) and self.last_cycle_time is not None \
                     and checked.time <= self.last_cycle_time:
@@ -299,6 +373,10 @@ class ClosedLoop:
             if not isinstance(checked, Reading):
                 self._reject(now, item.to_dict(), getattr(checked, "reason", "rejected"))
                 return None
+            too_soon = self._too_soon(checked.time)
+            if too_soon:
+                self._reject(now, item.to_dict(), too_soon)
+                return None
             return self.cycle(checked.time, checked)
         if isinstance(item, Rejection):
             self._reject(now, item.to_dict(), item.reason)
@@ -306,46 +384,69 @@ class ClosedLoop:
         self._reject(now, {"raw": repr(item)[:200]}, "unknown item from source")
         return None
 
+    def _too_soon(self, time: datetime) -> str:
+        """Why a reading at ``time`` comes too soon after the last cycle to be acted on ("" if not)."""
+        if self.last_cycle_time is None:
+            return ""
+        gap_min = (time - self.last_cycle_time).total_seconds() / 60.0
+        least_min = self.settings.min_cycle_fraction * self.settings.cycle_min
+        if gap_min < least_min:
+            return (f"too soon: {gap_min * 60:.0f} s after the last cycle's reading (at most one decision per "
+                    f"{least_min:g} min)")
+        return ""
+
     def _reject(self, now: datetime, payload: dict[str, Any], reason: str) -> None:
         phrase = reason.split(":")[0]
         self.rejections[phrase] = self.rejections.get(phrase, 0) + 1
-        self.journal.append("rejection", now.isoformat(), {"item": payload, "reason": reason})
+        self._append("rejection", now.isoformat(), {"item": payload, "reason": reason})
 
     def cycle(self, time: datetime, reading: Any | None) -> CycleResult:
-        """One control cycle at ``time`` (the reading's time, or the clock's when there is none)."""
+        """One control cycle at ``time`` (the reading's time, or the clock's when there is none).
+
+        Degraded (the journal refuses appends, see :mod:`controller.journal_buffer`): the
+        policy still decides (the twin stays in step) but only the programmed basal is
+        commanded, and the events wait in memory until the journal takes them again.
+        """
         self.cycle_no += 1
         cycle = self.cycle_no
+        self.appender.flush(self.clock().isoformat())
+        self._retry_history(time)
         cgm = None if reading is None else float(reading.glucose_mg_dl)
         inp = ControlInput(time=time, cgm_mg_dl=cgm, announced_carbs_g=self.pending_carbs_g,
                            cycle_min=self.settings.cycle_min)
         self.pending_carbs_g = 0.0
         dose = self.policy.decide(inp, assume_delivered=False)
-        self.journal.append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict(),
-                                                           "learners": self.policy.supervisor.learner_state()},
-                            cycle=cycle)
+        self._append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict(),
+                                                    "learners": self.policy.supervisor.learner_state()},
+                     cycle=cycle)
+        degraded = self.appender.problem
+        if degraded:  # the decision is not on disk: act on nothing it says beyond the programmed basal
+            scheduled = self.policy.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+            dose = Dose(scheduled, 0.0, f"journal cannot be written: programmed basal until it can ({degraded})",
+                        dose.diagnostics)
         orders, outcomes = [], []
         for spec in self._order_specs(time, dose):
             # the seq is taken just before sending: a STATUS fence that settled the previous
             # order used a higher seq, and a seq taken before it would now be refused as replayed
             order = PumpOrder(self.pump.allocate_seq(), **spec)
             orders.append(order)
-            self.journal.append("command", self.clock().isoformat(), order.to_dict(), cycle=cycle, seq=order.seq)
+            self._append("command", self.clock().isoformat(), order.to_dict(), cycle=cycle, seq=order.seq)
             outcome = self.pump.execute(order)
             if outcome.status == "unknown":
                 outcome = self.pump.resolve(order)
             if outcome.status == "unknown":
-                self.journal.append("fault", self.clock().isoformat(),
-                                    {"what": "pump reply lost and status unavailable", "seq": order.seq}, cycle=cycle)
+                self._append("fault", self.clock().isoformat(),
+                             {"what": "pump reply lost and status unavailable", "seq": order.seq}, cycle=cycle)
             else:
-                self.journal.append("reply", self.clock().isoformat(), outcome.to_dict(), cycle=cycle, seq=order.seq)
+                self._append("reply", self.clock().isoformat(), outcome.to_dict(), cycle=cycle, seq=order.seq)
             outcomes.append(outcome)
         basal, bolus = self._confirmed(time, orders, outcomes)
-        self.journal.append("delivery", time.isoformat(),
-                            {"basal_u_per_h": basal, "bolus_u": bolus, "minutes": inp.cycle_min}, cycle=cycle)
+        self._append("delivery", time.isoformat(), {"basal_u_per_h": basal, "bolus_u": bolus,
+                                                    "minutes": inp.cycle_min}, cycle=cycle)
         self.policy.record_delivery(time, basal, inp.cycle_min, bolus)
         est = self.policy.estimator
-        if est is not None:
-            self.journal.append("snapshot", time.isoformat(), est.snapshot(), cycle=cycle)
+        if est is not None and not self.appender.problem:
+            self._append("snapshot", time.isoformat(), est.snapshot(), cycle=cycle)
         self.last_cycle_time = time
         self.last_cycle_clock = self.clock()
         if reading is not None:
@@ -353,7 +454,8 @@ class ClosedLoop:
         result = self._result(cycle, time, cgm, dose, basal, bolus, tuple(outcomes))
         if self.on_cycle is not None:
             self.on_cycle(result)
-        if self.last_prune_clock is None or self.last_cycle_clock - self.last_prune_clock >= timedelta(days=1):
+        if not self.appender.problem and (self.last_prune_clock is None
+                                          or self.last_cycle_clock - self.last_prune_clock >= timedelta(days=1)):
             self.prune_journal()  # once a day, after the cycle's commands and its status line
         return result
 
@@ -403,4 +505,11 @@ class ClosedLoop:
             fc = est.forecast(self.settings.forecast_horizon_min)  # once per cycle, shared by all who show it
             f30, f60 = fc.at(30.0)[0], fc.at(60.0)[0]
         return CycleResult(cycle, time, cgm, self.policy.supervisor.trend_mg_dl_per_min(), f30, f60, dose,
-                           basal, bolus, outcomes, self.policy.supervisor.iob_u(time), fc)
+                           basal, bolus, outcomes, self.policy.supervisor.iob_u(time), fc,
+                           self.appender.problem or self._conservative_note(time))
+
+    def _conservative_note(self, time: datetime) -> str:
+        sup = self.policy.supervisor
+        if sup.conservative_until is not None and time < sup.conservative_until:
+            return f"conservative until {sup.conservative_until:%Y-%m-%d %H:%M} ({sup.conservative_reason})"
+        return ""

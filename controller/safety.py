@@ -173,6 +173,23 @@ class SafetySupervisor:
         self.announced: deque[tuple[datetime, float]] = deque()
         self.meal_learner = ShareLearner(self.meal_learning_settings(self.limits))
         self.correction_learner = ShareLearner(self.correction_learning_settings(self.limits))
+        self.conservative_until: datetime | None = None  # insulin history unknown: see restrict()
+        self.conservative_reason = ""
+
+    def restrict(self, until: datetime, reason: str) -> None:
+        """Conservative mode until ``until``: no bolus and no basal above the scheduled rate.
+
+        For a loop that cannot know the insulin already given (a new or lost journal and a
+        pump that cannot tell its history): after one insulin-action duration nothing
+        unknown is still acting. A later ``until`` extends it, an earlier one never cuts it."""
+        if self.conservative_until is None or until > self.conservative_until:
+            self.conservative_until = until
+            self.conservative_reason = reason
+
+    def lift_restriction(self) -> None:
+        """End conservative mode (the pump's history has been booked after all)."""
+        self.conservative_until = None
+        self.conservative_reason = ""
 
     @staticmethod
     def meal_learning_settings(limits: SafetyLimits) -> ShareLearningSettings:
@@ -263,7 +280,7 @@ class SafetySupervisor:
             return f"CGM stale: last reading {age:.0f} min old (limit {lim.stale_after_min:g})"
         if g >= lim.sensor_max_mg_dl:
             return f"CGM {g:.0f} mg/dL at the sensor's upper limit ({lim.sensor_max_mg_dl:g})"
-        if len(self.readings) >= 2:
+        if len(self.readings) >= 2 and g > lim.low_mg_dl:  # a fresh low suspends even after a jump
             t0, g0 = self.readings[-2]
             minutes = (t - t0).total_seconds() / 60.0
             if minutes > 0 and abs(g - g0) / minutes > lim.max_rate_mg_dl_per_min:
@@ -324,6 +341,10 @@ class SafetySupervisor:
                        f"glucose {glucose:.0f} mg/dL < {lim.correction_threshold_mg_dl:g}: at most scheduled basal",
                        min(basal, scheduled), 0.0)
 
+        if self.conservative_until is not None and now < self.conservative_until and (basal > scheduled or bolus > 0):
+            change("insulin_history_unknown", f"{self.conservative_reason}: until "
+                   f"{self.conservative_until:%Y-%m-%d %H:%M} no bolus and at most the scheduled basal",
+                   min(basal, scheduled), 0.0)
         max_basal = min(lim.max_basal_u_per_h, lim.max_basal_multiple * scheduled)
         if basal > max_basal:
             change("max_basal", f"{basal:.2f} U/h above the maximum {max_basal:.2f} U/h", max_basal, bolus)

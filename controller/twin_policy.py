@@ -31,15 +31,23 @@ class ControlSettings:
     pump_increment_u: doses are rounded down to this many units (bolus) and U/h
         (basal) before they are booked, so the dose recorded is one the pump can
         give exactly. 0.001 is the wire protocol's resolution (firmware_bridge).
+    max_twin_gap_min: the twin's memory. A cycle this long after the twin's last
+        update restarts the twin at its reading (with the reason in the dose)
+        instead of integrating the gap: after 12 h no meal or bolus the twin knew
+        is still acting, and a reading dated a year ahead must not cost a year of
+        integration.
     """
 
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
     mpc: MPCSettings = field(default_factory=MPCSettings)
     pump_increment_u: float = 0.001
+    max_twin_gap_min: float = 720.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.pump_increment_u) and 0.0 < self.pump_increment_u <= 0.1):
             raise ValueError(f"pump_increment_u must be in (0, 0.1], got {self.pump_increment_u}")
+        if not (math.isfinite(self.max_twin_gap_min) and 60.0 <= self.max_twin_gap_min <= 2880.0):
+            raise ValueError(f"max_twin_gap_min must be in [60, 2880], got {self.max_twin_gap_min}")
 
 
 def floor_to_increment(amount: float, increment: float) -> float:
@@ -66,6 +74,7 @@ class TwinMPCPolicy:
         self.estimator: TwinEstimator | None = None
         self.supervisor = SafetySupervisor(self.profile, self.limits)
         self.last_cycle_ms = float("nan")
+        self._insulin_before_twin = False  # pump-history insulin booked before the twin existed
 
     def decide(self, inp: ControlInput, *, assume_delivered: bool = True) -> Dose:
         """One cycle's dose. With ``assume_delivered`` (simulation) the dose is booked as given;
@@ -90,10 +99,36 @@ class TwinMPCPolicy:
                 self.estimator.add_bolus(bolus_u)
         self.supervisor.delivered(time, basal_u_per_h, minutes, bolus_u)
 
+    def book_pump_delivery(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
+        """Book insulin the pump's own history shows and the journal lacked (a new or lost
+        journal, another host): into insulin on board at its time, and into the twin as the
+        insulin it adds (basal above the scheduled rate counts, below it never does). Before
+        the twin exists the insulin still on board is given to it when it starts."""
+        scheduled = self.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        basal = max(basal_u_per_h, scheduled)
+        self.supervisor.delivered(time, basal, minutes, bolus_u)
+        extra_u = bolus_u + (basal - scheduled) * minutes / 60.0
+        if self.estimator is None:
+            self._insulin_before_twin = self._insulin_before_twin or extra_u > 0
+        elif extra_u > 0:
+            self.estimator.add_bolus(extra_u)
+
     def _decide(self, inp: ControlInput, assume_delivered: bool = True) -> Dose:
         tic = time.perf_counter()
+        restarted = ""
+        if self.estimator is not None:
+            gap_min = (inp.time - self.estimator.time).total_seconds() / 60.0
+            if gap_min > self.settings.max_twin_gap_min:
+                restarted = (f"twin restarted: {gap_min:.0f} min since its last update exceeds its memory "
+                             f"({self.settings.max_twin_gap_min:g} min)")
+                self.estimator = None
         if self.estimator is None:
             self.estimator = TwinEstimator(self.twin, inp.time, self.settings.estimator)
+            if self._insulin_before_twin:  # as a bolus now: over-counts its near-term action (the safe error)
+                carried_u = self.supervisor.iob_u(inp.time)
+                if carried_u > 0:
+                    self.estimator.add_bolus(carried_u)
+                self._insulin_before_twin = False
         est = self.estimator
         minute = inp.time.hour * 60 + inp.time.minute
         scheduled = self.profile.basal_u_per_h_at(minute)
@@ -132,7 +167,11 @@ class TwinMPCPolicy:
             "safety": "; ".join(a.rule for a in safe.adjustments),
             "cycle_ms": self.last_cycle_ms,
         }
-        return Dose(dose.basal_u_per_h, dose.bolus_u, safe.reason, diagnostics=diagnostics)
+        reason = safe.reason
+        if restarted:
+            diagnostics["twin_restart"] = restarted
+            reason = f"{reason}; {restarted}"
+        return Dose(dose.basal_u_per_h, dose.bolus_u, reason, diagnostics=diagnostics)
 
 
 def _explain(result: Any, scheduled: float) -> str:

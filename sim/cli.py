@@ -59,7 +59,7 @@ def non_negative_int(text: str) -> int:
 
 # Each command module has ``register(subparsers)``; its handler imports the
 # heavy parts lazily. Order here is the order in ``glucotwin --help``.
-_COMMAND_MODULES = ("sim.cli_trial", "sim.cli_replay", "sim.cli_bench", "sim.cli_run", "sim.cli_hil", "sim.cli_report", "sim.cli_faults", "sim.cli_population")
+_COMMAND_MODULES = ("sim.cli_trial", "sim.cli_replay", "sim.cli_bench", "sim.cli_run", "sim.cli_journal", "sim.cli_hil", "sim.cli_report", "sim.cli_faults", "sim.cli_population")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"glucotwin: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # an operator's mistake with the journal is one line, not a traceback
+        from controller.journal import JournalCorrupt, JournalLocked
+
+        if isinstance(exc, (JournalLocked, JournalCorrupt)):
+            print(f"glucotwin: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
     except KeyboardInterrupt:
         print("glucotwin: interrupted", file=sys.stderr)
         return 130

@@ -551,7 +551,7 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
     config = load_config(config_path)
     profile, limits = config.profile, config.limits
     audit = _read_jsonl(audit_path)
-    with Journal(journal_path) as journal:
+    with Journal(journal_path, read_only=True) as journal:
         events = list(journal.events())
         unanswered = journal.unanswered_commands()
     by_kind: dict[str, list[Any]] = defaultdict(list)
@@ -913,11 +913,11 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
             hp.stop_process("loop")
             from controller.journal import Journal
 
-            with Journal(out_dir / f"{slug}.journal.sqlite") as journal:
+            with Journal(out_dir / f"{slug}.journal.sqlite", read_only=True) as journal:
                 before = journal.last("startup")
             hp.start_loop(timing.restart_wait_s)
             hp.stop_process("loop")
-            with Journal(out_dir / f"{slug}.journal.sqlite") as journal:
+            with Journal(out_dir / f"{slug}.journal.sqlite", read_only=True) as journal:
                 final = journal.last("startup")
             if final is not None and (before is None or final.id != before.id):
                 final_startup_id = final.id

@@ -269,6 +269,6 @@ def hil_summary_extra(out_dir: Path, patients: list[str]) -> dict[str, Any]:
     for patient in patients:
         path = out_dir / f"{subject_slug(patient)}.journal.sqlite"
         if path.exists():
-            with Journal(path) as journal:
+            with Journal(path, read_only=True) as journal:
                 counts[patient] = journal.counts()
     return counts

@@ -23,13 +23,13 @@ import signal
 import sys
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from controller.journal import Journal
 from controller.live_config import LiveConfig, load_prior
-from controller.ports import PumpOrder, PumpOutcome
+from controller.ports import PumpHistory, PumpHistoryEntry, PumpHistoryUnavailable, PumpOrder, PumpOutcome
 from controller.runtime import ClosedLoop, CycleResult
 from controller.twin_policy import TwinMPCPolicy
 from twin.personalize import personalize
@@ -39,6 +39,10 @@ MS_PER_S = 1000.0
 
 def _ms(t: datetime) -> int:
     return int(round(t.timestamp() * MS_PER_S))
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / MS_PER_S, UTC)
 
 
 class PumpLinkPort:
@@ -79,6 +83,19 @@ class PumpLinkPort:
             return False
         return True
 
+    def history(self, since: datetime) -> PumpHistory:
+        """The pump's own delivery log since ``since`` (its authenticated HISTORY query), times in
+        the pump's clock (the same epoch as the loop's: UTC, or the HIL lockstep time)."""
+        from firmware_bridge.pump_link import PumpLinkError
+
+        try:
+            got = self.link.query_history(_ms(since))
+        except PumpLinkError as exc:
+            raise PumpHistoryUnavailable(str(exc)) from None
+        entries = tuple(PumpHistoryEntry(int(e.seq), _time(e.time_ms), e.kind, float(e.bolus_u),
+                                         float(e.rate_u_per_h), float(e.duration_min)) for e in got.entries)
+        return PumpHistory(_time(got.pump_time_ms), bool(got.covers_since), entries)
+
     @staticmethod
     def _outcome(order: PumpOrder, outcome: Any) -> PumpOutcome:
         if outcome.status == "ack" and outcome.ack is not None:
@@ -91,15 +108,32 @@ class PumpLinkPort:
 
 
 class ReadingClock:
-    """Lockstep clock for HIL: the newest reading or announcement time seen."""
+    """Lockstep clock for HIL: the newest reading or announcement time seen.
 
-    def __init__(self) -> None:
-        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+    Once set, it moves at most ``max_step`` per item: an item dated further ahead (a
+    wrong sensor clock, a year off) leaves the clock where it is, so the validator judges
+    it "in the future" instead of the loop jumping to it (and every later, correct
+    reading then being out of order). A lockstep sensor is silent for hours at most
+    (a sensor change); 24 h is above any such gap.
+    """
 
-    def observe(self, item: Any) -> None:
+    EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __init__(self, max_step: timedelta = timedelta(hours=24)) -> None:
+        self.now = self.EPOCH
+        self.max_step = max_step
+        self.refused = 0
+
+    def observe(self, item: Any) -> bool:
+        """Move to the item's time if later and plausible; False when refused as too far ahead."""
         t = getattr(item, "time", None)
-        if isinstance(t, datetime) and t > self.now:
-            self.now = t
+        if not isinstance(t, datetime) or t.tzinfo is None or t <= self.now:
+            return True
+        if self.now != self.EPOCH and t - self.now > self.max_step:
+            self.refused += 1
+            return False
+        self.now = t
+        return True
 
     def __call__(self) -> datetime:
         return self.now
@@ -201,6 +235,8 @@ class NightscoutUpload:
         self.err = err
         self._reported: set[str] = set()
         client = NightscoutClient(ns.url, ns.api_secret(), timeout_s=ns.timeout_s)
+        self.client, self.device = client, ns.device
+        self._degraded_posted: tuple[str, datetime] | None = None
         self.uploader = NightscoutUploader(config.journal_path, client, device=ns.device,
                                            upload_entries=ns.upload_entries, batch_size=ns.batch_size,
                                            max_backoff_s=ns.max_backoff_s, backfill_hours=ns.backfill_hours,
@@ -223,6 +259,22 @@ class NightscoutUpload:
             self.uploader.collect({result.cycle: forecast} if forecast is not None else None)
 
         self._guard("collect", collect)
+        if result.degraded:
+            self._post_degraded(result)
+
+    def _post_degraded(self, result: CycleResult) -> None:
+        """The loop's trouble straight to Nightscout (``loop.failureReason``, as Loop reports it):
+        a journal that cannot be written cannot queue the upload either. On a change, then at
+        most every 30 min; in the background, never delaying the cycle."""
+        last = self._degraded_posted
+        if last is not None and last[0] == result.degraded and result.time - last[1] < timedelta(minutes=30):
+            return
+        self._degraded_posted = (result.degraded, result.time)
+        doc = {"device": self.device, "created_at": result.time.isoformat(),
+               "loop": {"timestamp": result.time.isoformat(), "failureReason": f"DEGRADED: {result.degraded}"},
+               "openaps": {"suggested": {"timestamp": result.time.isoformat(), "reason": result.dose.reason}}}
+        threading.Thread(target=self._guard, args=("degraded status", lambda: self.client.post("devicestatus", [doc])),
+                         daemon=True).start()
 
     def collect(self) -> None:
         self._guard("collect", self.uploader.collect)
@@ -239,8 +291,15 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+        def on_signal(signum: int, _frame: Any) -> None:
+            if stop.is_set():  # a second signal: leave now (a restart resolves what was in flight)
+                raise SystemExit(128 + signum)
+            stop.set()  # the loop stops after the cycle it is in
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, on_signal)
+        # a file size limit (ulimit -f) must fail the journal's write, not kill the loop
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     reading_clock = ReadingClock() if config.clock == "readings" else None
     clock: Callable[[], datetime] = reading_clock or system_clock
     journal = Journal(config.journal_path)
@@ -275,6 +334,10 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     print(f"glucotwin run: {config.profile.name}: journal {config.journal_path} "
           f"({report.cycles_replayed} cycles replayed, {len(report.orders_resolved)} in-flight orders resolved, "
           f"IOB {report.iob_u:.2f} U); arm {config.arm}; clock {config.clock}", file=out, flush=True)
+    print(f"glucotwin run: {report.pump_history}", file=out, flush=True)
+    if report.conservative_until is not None:
+        print(f"glucotwin run: CONSERVATIVE MODE until {report.conservative_until:%Y-%m-%d %H:%M %Z}: no bolus and "
+              f"no basal above the programmed rate (the insulin already given is not known)", file=out, flush=True)
     if ready_file is not None:
         ready_file.write_text("ready\n")
     from sim.systemd_notify import Notifier

@@ -37,7 +37,7 @@ def test_hil_equals_the_in_process_trial_and_journals_everything(tmp_path, monke
     assert np.nansum(a.insulin_u) > 0 and np.nanmax(a.carbs_g) > 0  # a meal happened and insulin flowed
 
     assert (tmp_path / "hil" / "summary.json").exists() and (tmp_path / "hil" / "adult#003.csv").exists()
-    with Journal(tmp_path / "hil" / "adult-003.journal.sqlite") as journal:
+    with Journal(tmp_path / "hil" / "adult-003.journal.sqlite", read_only=True) as journal:
         counts = journal.counts()
         assert counts["reading"] == counts["decision"] == counts["delivery"] == 144
         assert counts["command"] == counts["reply"] >= 144

@@ -101,7 +101,7 @@ def test_live_loop_doses_journals_and_survives_sigkill(tmp_path):
                 sensor.publish_reading(GlucoseReading(now - timedelta(minutes=12 - 4 * k), g, "test:cgm"))
 
             def decisions() -> int:
-                with Journal(journal_path) as j:
+                with Journal(journal_path, read_only=True) as j:
                     return j.counts().get("decision", 0)
 
             def printed() -> int:
@@ -129,7 +129,7 @@ def test_live_loop_doses_journals_and_survives_sigkill(tmp_path):
     log = (tmp_path / "loop.log").read_text()
     lines = [l for l in log.splitlines() if " BG " in l]
     assert len(lines) == 4 and all("mg/dL" in l and "U/h" in l and "pump ack" in l for l in lines)
-    with Journal(journal_path) as j:
+    with Journal(journal_path, read_only=True) as j:
         assert j.unanswered_commands() == []
         seqs = [e.seq for e in j.events("command")]
         assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)

@@ -181,3 +181,46 @@ def test_insulin_withheld_during_a_suspension_is_not_given_back():
         sup.observe(NOW - timedelta(minutes=minutes), 160.0)
     safe = sup.bound(Dose(1.0, 3.0, "proposal"), NOW, 5.0)
     assert safe.dose.bolus_u == pytest.approx(1.0)
+
+
+@given(situations(), st.floats(20, 70), st.floats(0.5, 15.0))
+@settings(max_examples=300)
+def test_a_fresh_low_suspends_whatever_came_before_it(case, low, age_min):
+    """Issue 15, item 10: a fall to LOW (even one that looks like a jump) suspends; it never
+    falls back to the programmed basal."""
+    profile, sup, proposal, cycle = case
+    t = NOW - timedelta(minutes=min(age_min, sup.limits.stale_after_min - 0.1))
+    assume(not sup.readings or t > sup.readings[-1][0])
+    sup.observe(t, low)
+    safe = sup.bound(proposal, NOW, cycle)
+    assert safe.dose.basal_u_per_h == 0.0 and safe.dose.bolus_u == 0.0
+    assert safe.automatic and any(a.rule == "low_suspend" for a in safe.adjustments) or (
+        proposal.basal_u_per_h == 0 and proposal.bolus_u == 0)
+
+
+@given(situations(), st.floats(1.0, 600.0))
+@settings(max_examples=300)
+def test_conservative_mode_gives_no_bolus_and_no_basal_above_scheduled(case, minutes_left):
+    """Issue 15, item 2: insulin already given unknown -> never above the programmed basal."""
+    profile, sup, proposal, cycle = case
+    sup.restrict(NOW + timedelta(minutes=minutes_left), "insulin already given unknown: test")
+    safe = sup.bound(proposal, NOW, cycle)
+    assert safe.dose.bolus_u == 0.0
+    assert safe.dose.basal_u_per_h <= _scheduled(profile) + 1e-12
+    if proposal.bolus_u > 0 or proposal.basal_u_per_h > _scheduled(profile):
+        assert safe.adjustments  # and every change has its reason
+
+
+def test_conservative_mode_ends_at_its_time():
+    profile = PatientProfile("p", 70, 40, 12, 45, 35, (BasalSegment(0, 0.8),))
+    sup = SafetySupervisor(profile)
+    for k in range(3):
+        sup.observe(NOW - timedelta(minutes=10 - 5 * k), 250.0 + 5 * k)
+    sup.restrict(NOW + timedelta(minutes=30), "test")
+    held = sup.bound(Dose(2.0, 1.0, "p"), NOW, 5.0)
+    assert held.dose.bolus_u == 0.0 and held.dose.basal_u_per_h == 0.8
+    assert "insulin_history_unknown" in [a.rule for a in held.adjustments]
+    later = NOW + timedelta(minutes=31)
+    sup.observe(later - timedelta(minutes=1), 265.0)
+    free = sup.bound(Dose(2.0, 1.0, "p"), later, 5.0)
+    assert free.dose.bolus_u > 0
