@@ -96,7 +96,7 @@ class CycleResult:
     outcomes: tuple[PumpOutcome, ...]
     iob_u: float
     forecast: Any = field(default=None, compare=False, repr=False)  # the cycle's twin Forecast, or None
-    degraded: str = ""  # why the loop doses only the programmed basal now ("" when it does not)
+    degraded: str = ""  # "DEGRADED: ..." / "CONSERVATIVE ...": why it doses at most the programmed basal now
 
     def status_line(self) -> str:
         g = "---" if self.glucose_mg_dl is None else f"{self.glucose_mg_dl:5.0f}"
@@ -106,7 +106,7 @@ class CycleResult:
         return (f"{self.time:%Y-%m-%d %H:%M} #{self.cycle:<5d} BG {g} mg/dL {self.trend_mg_dl_per_min:+5.1f}/min "
                 f"fc30 {f30} fc60 {f60} | basal {self.delivered_basal_u_per_h:5.2f} U/h "
                 f"bolus {self.delivered_bolus_u:4.2f} U IOB {self.iob_u:5.2f} U pump {pump} | "
-                + (f"DEGRADED: {self.degraded} | " if self.degraded else "") + self.dose.reason)
+                + (f"{self.degraded} | " if self.degraded else "") + self.dose.reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {"cycle": self.cycle, "time": self.time.isoformat(), "glucose_mg_dl": self.glucose_mg_dl,
@@ -506,10 +506,11 @@ class ClosedLoop:
             f30, f60 = fc.at(30.0)[0], fc.at(60.0)[0]
         return CycleResult(cycle, time, cgm, self.policy.supervisor.trend_mg_dl_per_min(), f30, f60, dose,
                            basal, bolus, outcomes, self.policy.supervisor.iob_u(time), fc,
-                           self.appender.problem or self._conservative_note(time))
+                           f"DEGRADED: {self.appender.problem}" if self.appender.problem
+                           else self._conservative_note(time))
 
     def _conservative_note(self, time: datetime) -> str:
         sup = self.policy.supervisor
         if sup.conservative_until is not None and time < sup.conservative_until:
-            return f"conservative until {sup.conservative_until:%Y-%m-%d %H:%M} ({sup.conservative_reason})"
+            return f"CONSERVATIVE until {sup.conservative_until:%Y-%m-%d %H:%M} ({sup.conservative_reason})"
         return ""

@@ -88,8 +88,11 @@ class PumpLinkPort:
         the pump's clock (the same epoch as the loop's: UTC, or the HIL lockstep time)."""
         from firmware_bridge.pump_link import PumpLinkError
 
+        query = getattr(self.link, "query_history", None)
+        if query is None:
+            raise PumpHistoryUnavailable("this pump link has no history query")
         try:
-            got = self.link.query_history(_ms(since))
+            got = query(_ms(since))
         except PumpLinkError as exc:
             raise PumpHistoryUnavailable(str(exc)) from None
         entries = tuple(PumpHistoryEntry(int(e.seq), _time(e.time_ms), e.kind, float(e.bolus_u),
@@ -271,7 +274,7 @@ class NightscoutUpload:
             return
         self._degraded_posted = (result.degraded, result.time)
         doc = {"device": self.device, "created_at": result.time.isoformat(),
-               "loop": {"timestamp": result.time.isoformat(), "failureReason": f"DEGRADED: {result.degraded}"},
+               "loop": {"timestamp": result.time.isoformat(), "failureReason": result.degraded},
                "openaps": {"suggested": {"timestamp": result.time.isoformat(), "reason": result.dose.reason}}}
         threading.Thread(target=self._guard, args=("degraded status", lambda: self.client.post("devicestatus", [doc])),
                          daemon=True).start()

@@ -150,7 +150,7 @@ def test_a_pump_that_cannot_tell_starts_the_loop_conservative_until_it_answers(t
         assert report.conservative_until == T0 + timedelta(minutes=loop.policy.limits.iob_action_duration_min)
         held = run(loop, source, clock, [0, 5, 10, 15], [260, 275, 290, 305])
         assert all(r.delivered_bolus_u == 0 and r.delivered_basal_u_per_h <= 0.8 + 1e-9 for r in held)
-        assert all("conservative until" in r.degraded for r in held)
+        assert all("CONSERVATIVE until" in r.degraded for r in held)
         assert any("insulin_history_unknown" in r.dose.reason or "no bolus" in r.dose.reason for r in held)
         assert any(e.payload.get("what") == "conservative mode" for e in journal.events("fault"))
         pump.silent = False  # the pump answers again: its history is booked, the loop doses again
