@@ -42,6 +42,10 @@ BOUNDARIES = [PLAUSIBLE_MIN_MG_DL, PLAUSIBLE_MAX_MG_DL, 38.9, 38.99, 39.01, 40.0
               501.1, 10.0, 20.0, 600.0, 1000.0]
 
 
+def _clarity_row(unit: str, value: object) -> str:
+    return CLARITY_HEADER.format(unit=unit) + f"\n1,2026-11-23T10:00:00,EGV,,,,G7,{value},,\n"
+
+
 def _outcome(result: GlucoseReading | Rejected | str) -> str | None:
     """None for a reading, else the reason."""
     if isinstance(result, GlucoseReading):
@@ -52,7 +56,7 @@ def _outcome(result: GlucoseReading | Rejected | str) -> str | None:
 def _file_outcomes(g: float) -> dict[str, str | None]:
     text = repr(g)
     iglu = parse_iglu_csv(f"id,time,gl\nA,2026-11-23T10:00:00Z,{text}\n")
-    clarity = parse_clarity_csv(CLARITY_HEADER.format(unit="mg/dL") + f"\n1,2026-11-23T10:00:00,EGV,,,,G7,{text},,\n")
+    clarity = parse_clarity_csv(_clarity_row("mg/dL", text))
     ns = parse_nightscout_json(json.dumps([{"type": "sgv", "sgv": g, "date": T_MS}]))
     out = {}
     for name, result in (("iglu", iglu), ("clarity", clarity), ("nightscout file", ns)):
@@ -114,10 +118,10 @@ def test_the_serial_frame_path_agrees_on_boundary_values(g):
 def test_mmol_exports_keep_the_sensor_limits():
     """Dexcom's 40 and Libre's 500 mg/dL written in mmol/L with one decimal (2.2, 27.8) are readings."""
     for mmol in (2.2, 22.2, 27.8):
-        result = parse_clarity_csv(CLARITY_HEADER.format(unit="mmol/L") + f"\n1,2026-11-23T10:00:00,EGV,,,,G7,{mmol},,\n")
+        result = parse_clarity_csv(_clarity_row("mmol/L", mmol))
         assert len(result.readings) == 1, result.rejected
         assert abs(result.readings[0].glucose_mg_dl - mmol * MG_DL_PER_MMOL_L) < 1e-9
-    result = parse_clarity_csv(CLARITY_HEADER.format(unit="mmol/L") + "\n1,2026-11-23T10:00:00,EGV,,,,G7,2.1,,\n")
+    result = parse_clarity_csv(_clarity_row("mmol/L", 2.1))
     assert result.rejected[0].reason == glucose_range_reason(2.1 * MG_DL_PER_MMOL_L)
 
 
@@ -126,7 +130,7 @@ def test_low_and_high_flags_are_clipped_readings_inside_the_range():
         live = parse_text_line(f"{T.isoformat()},{text}", T)
         assert isinstance(live, GlucoseReading) and live.clipped and live.glucose_mg_dl == limit
         assert ReadingValidator().check(live, T) is live
-        clarity = parse_clarity_csv(CLARITY_HEADER.format(unit="mg/dL") + f"\n1,2026-11-23T10:00:00,EGV,,,,G7,{text},,\n")
+        clarity = parse_clarity_csv(_clarity_row("mg/dL", text))
         assert clarity.readings[0].clipped and clarity.readings[0].glucose_mg_dl == limit
     low = entry_to_reading({"type": "sgv", "sgv": 39, "date": T_MS})
     assert isinstance(low, GlucoseReading) and low.clipped and low.glucose_mg_dl == SENSOR_LOW_MG_DL
