@@ -88,7 +88,6 @@ import io
 import ipaddress
 import json
 import math
-import queue
 import secrets
 import select
 import socket
@@ -104,7 +103,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from sensors._queue import drain
+from sensors._queue import MAX_QUEUED_ITEMS, BoundedItems
 from sensors.file_nightscout import nightscout_number, nightscout_time, raw_json
 from sensors.nightscout_entry import CARB_EVENT_TYPES, CarbAnnouncement, entry_to_reading, treatment_to_announcement
 from sensors.reading import GlucoseReading, Rejected
@@ -268,7 +267,9 @@ class NightscoutReceiver:
     default). ``tls_cert_file`` and ``tls_key_file`` (both or neither) serve
     HTTPS, TLS 1.2 or later; they are loaded here, so a bad file fails before
     the loop starts. The other keywords are the resource bounds of the module
-    docstring. Raises ValueError on a bad argument.
+    docstring, and ``max_queued_items``: items waiting for ``poll`` beyond it drop
+    the oldest, reported by the next ``poll`` (:class:`sensors._queue.BoundedItems`).
+    Raises ValueError on a bad argument.
 
     Counters (read them any time): ``requests`` (requests needing the secret),
     ``unauthorized`` (refused for a missing or wrong secret), ``wrong_secrets``,
@@ -286,7 +287,7 @@ class NightscoutReceiver:
                  request_deadline_s: float = REQUEST_DEADLINE_S, lockout_failures: int = LOCKOUT_FAILURES,
                  lockout_window_s: float = LOCKOUT_WINDOW_S, lockout_s: float = LOCKOUT_S,
                  monotonic: Callable[[], float] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, max_queued_items: int = MAX_QUEUED_ITEMS) -> None:
         if not isinstance(api_secret, str) or len(api_secret) < MIN_SECRET_CHARS:
             raise ValueError(f"the Nightscout API secret must have at least {MIN_SECRET_CHARS} characters")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
@@ -315,7 +316,7 @@ class NightscoutReceiver:
         self.guard = _AuthGuard(lockout_failures, float(lockout_window_s), float(lockout_s),
                                 monotonic or time.monotonic)
         self._secret_sha1 = hashlib.sha1(api_secret.encode("utf-8")).hexdigest()
-        self._queue: queue.Queue[Item] = queue.Queue()
+        self._queue: BoundedItems[Item] = BoundedItems(max_queued_items)  # a flood drops the oldest, reported
         self._lock = threading.Lock()
         self.entries_store = _Collection("date", max_stored)
         self.treatments_store = _Collection("created_at", max_stored)
@@ -384,7 +385,7 @@ class NightscoutReceiver:
     # --- the source side ----------------------------------------------------------------------
     def poll(self, timeout_s: float = 0.0) -> list[Item]:
         """Items received: waits at most ``timeout_s`` for the first, then drains the rest."""
-        return drain(self._queue, timeout_s)
+        return self._queue.poll(timeout_s)
 
     # --- what is stored (newest first), for tests and the HIL harness ------------------------
     def entries(self, count: int = MAX_STORED) -> list[dict[str, Any]]:
