@@ -550,11 +550,10 @@ def _exposure_warning(bound_host: str, port: int, tls: ssl.SSLContext | None) ->
             f"behind a TLS reverse proxy")
 
 
+_BUSY_BODY = b'{"status":503,"message":"Service Unavailable","busy":true}'
 _BUSY_RESPONSE = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-                  f"Retry-After: {BUSY_RETRY_AFTER_S}\r\nConnection: close\r\nContent-Length: 58\r\n\r\n"
-                  f'{{"status":503,"message":"Service Unavailable","busy":true}}').encode()
-assert _BUSY_RESPONSE.endswith(b"\r\n\r\n" + b'{"status":503,"message":"Service Unavailable","busy":true}')
-assert len(b'{"status":503,"message":"Service Unavailable","busy":true}') == 58
+                  f"Retry-After: {BUSY_RETRY_AFTER_S}\r\nConnection: close\r\n"
+                  f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n").encode() + _BUSY_BODY
 
 
 class _Server(ThreadingHTTPServer):
