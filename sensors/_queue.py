@@ -1,6 +1,6 @@
 """The ``poll`` of the threaded sources: wait for the first item, then take what else is there.
 
-:class:`BoundedItems` is the box the MQTT source and the Nightscout receiver fill
+:class:`BoundedItems` is the box that the MQTT source and the Nightscout receiver fill
 from their network threads: bounded, so that a flood (a looping uploader at
 1000 messages a second while the loop is busy) cannot grow memory without end.
 When it is full the *oldest* item is dropped (the newest readings are the ones
@@ -11,7 +11,6 @@ dropped (``"queue overflow: ..."``), so that the loss is journaled, not silent.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from typing import Generic, TypeVar
@@ -24,20 +23,6 @@ MAX_QUEUED_ITEMS = 4096
 """Default bound: two weeks of 5-minute readings; a few MB at most."""
 OVERFLOW = "queue overflow"
 """The leading phrase of the ``Rejected`` that reports dropped items."""
-
-
-def drain(box: "queue.Queue[T]", timeout_s: float) -> list[T]:
-    """Items in ``box``: waits at most ``timeout_s`` for the first (not at all when <= 0), then drains."""
-    out: list[T] = []
-    try:
-        out.append(box.get(timeout=timeout_s) if timeout_s > 0 else box.get_nowait())
-    except queue.Empty:
-        return out
-    while True:
-        try:
-            out.append(box.get_nowait())
-        except queue.Empty:
-            return out
 
 
 class BoundedItems(Generic[T]):
