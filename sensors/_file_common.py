@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sensors.reading import (
-    PLAUSIBLE_MAX_MG_DL,
-    PLAUSIBLE_MIN_MG_DL,
-    GlucoseReading,
-    ReadResult,
-    Rejected,
-)
+from sensors.reading import GlucoseReading, ReadResult, Rejected, glucose_range_reason
 
 RAW_MAX_CHARS = 200
 
@@ -81,13 +75,9 @@ def parse_number(text: str) -> float | None:
 
 
 def glucose_reason(glucose_mg_dl: float) -> str | None:
-    """Why a glucose value is not plausible, or ``None`` if it is."""
-    if not (PLAUSIBLE_MIN_MG_DL <= glucose_mg_dl <= PLAUSIBLE_MAX_MG_DL):
-        return (
-            f"glucose out of range: {glucose_mg_dl:g} mg/dL is outside "
-            f"{PLAUSIBLE_MIN_MG_DL:g}..{PLAUSIBLE_MAX_MG_DL:g}"
-        )
-    return None
+    """Why a glucose value is not plausible, or ``None`` if it is (the one range of
+    :data:`~sensors.reading.PLAUSIBLE_MIN_MG_DL`, shared with the live validator)."""
+    return glucose_range_reason(glucose_mg_dl)
 
 
 def resolve_tz(tz: tzinfo | str) -> tzinfo:

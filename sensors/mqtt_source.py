@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sensors._queue import drain
+from sensors._queue import MAX_QUEUED_ITEMS, BoundedItems
 from sensors.nightscout_entry import (
     CarbAnnouncement,
     announcement_to_treatment,
@@ -104,6 +103,8 @@ class MqttSettings:
     topic_prefix: first topic levels, e.g. ``glucotwin`` or ``lab/glucotwin``.
     subject: whose readings (one topic level); also the readings' ``subject``.
     connect_timeout_s: how long ``MqttCgmPublisher.start`` waits for the broker.
+    max_queued_items: items a source keeps for the loop's next ``poll``; beyond it the
+        oldest are dropped and reported (a flood cannot grow memory, see :mod:`sensors._queue`).
     """
 
     host: str = "localhost"
@@ -121,6 +122,7 @@ class MqttSettings:
     topic_prefix: str = "glucotwin"
     subject: str = "default"
     connect_timeout_s: float = 10.0
+    max_queued_items: int = MAX_QUEUED_ITEMS
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -155,6 +157,9 @@ class MqttSettings:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.reconnect_min_delay_s > self.reconnect_max_delay_s:
             raise ValueError("reconnect_min_delay_s must not exceed reconnect_max_delay_s")
+        n = self.max_queued_items
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"max_queued_items must be a positive integer, got {n!r}")
         _check_topic_level("topic_prefix", self.topic_prefix, allow_slash=True)
         _check_topic_level("subject", self.subject)
 
@@ -287,11 +292,13 @@ class MqttCgmSource(_Endpoint):
     Attributes
     ----------
     messages: MQTT messages received.
+    queue: the items waiting for ``poll``, at most ``settings.max_queued_items``
+        (``queue.dropped`` counts what a flood pushed out; ``poll`` reports it).
     """
 
     def __init__(self, settings: MqttSettings) -> None:
         super().__init__(settings)
-        self._queue: queue.Queue[Item] = queue.Queue()
+        self.queue: BoundedItems[Item] = BoundedItems(settings.max_queued_items)
         self.messages = 0
         self._subscribed = threading.Event()
         self.client.on_message = self._on_message
@@ -299,7 +306,7 @@ class MqttCgmSource(_Endpoint):
 
     def poll(self, timeout_s: float = 0.0) -> list[Item]:
         """Items received: waits at most ``timeout_s`` for the first, then drains the rest."""
-        return drain(self._queue, timeout_s)
+        return self.queue.poll(timeout_s)
 
     def _subscribe(self, client: mqtt.Client) -> None:
         s = self.settings
@@ -330,7 +337,7 @@ class MqttCgmSource(_Endpoint):
             items = [Rejected(_raw_payload(message.payload), None,
                               f"malformed message: {type(err).__name__} while parsing")]
         for item in items:
-            self._queue.put(item)
+            self.queue.put(item)
 
     def __enter__(self) -> MqttCgmSource:
         self.start()

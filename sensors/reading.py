@@ -18,13 +18,42 @@ from typing import Any, NamedTuple
 MG_DL_PER_MMOL_L = 18.0182
 """Glucose: mg/dL per mmol/L (molar mass of glucose 180.16 g/mol / 10)."""
 
-PLAUSIBLE_MIN_MG_DL = 10.0
-PLAUSIBLE_MAX_MG_DL = 1000.0
-"""Readers reject glucose outside [10, 1000] mg/dL: no sensor reports it, so it is a data error."""
-
 SENSOR_LOW_MG_DL = 40.0
 SENSOR_HIGH_MG_DL = 400.0
 """Dexcom's reporting range. A 'Low' ('High') reading is stored as 40 (400) mg/dL with ``clipped=True``."""
+
+PLAUSIBLE_MIN_MG_DL = 39.0
+PLAUSIBLE_MAX_MG_DL = 501.0
+"""The one plausible glucose range of every reader and of the live validator: [39, 501] mg/dL.
+
+CGMs report 40..400 mg/dL (Dexcom G6/G7, Medtronic Guardian, Eversense) or
+40..500 (FreeStyle Libre) and flag anything beyond as ``LOW``/``HIGH``, which the
+readers turn into a *clipped* reading at the limit (:attr:`GlucoseReading.clipped`).
+So an unclipped number outside the widest reporting range is not a measurement
+but a data error (a unit mix-up, a sensor error code, a corrupted message), and
+every path rejects it with the same reason (:func:`glucose_range_reason`). The
+one mg/dL of margin on each side admits the limits themselves after a unit
+round trip (exports in mmol/L have one decimal: Dexcom's 40 is 2.2 mmol/L = 39.6
+mg/dL, Libre's 500 is 27.8 mmol/L = 500.9 mg/dL) and a simulated sensor that
+saturates at 39 (simglucose). Clipped readings must lie in the range too: their
+value is a sensor's limit, and every sensor's limits lie inside it.
+"""
+
+CLIPPED_LOW_BELOW_MG_DL = 200.0
+"""A clipped reading below this is a ``LOW`` (true glucose at most its value), at or above it a ``HIGH``
+(at least its value): sensors' low limits are about 40 mg/dL, their high limits 400 or 500."""
+
+
+def glucose_range_reason(glucose_mg_dl: float, low_mg_dl: float = PLAUSIBLE_MIN_MG_DL,
+                         high_mg_dl: float = PLAUSIBLE_MAX_MG_DL) -> str | None:
+    """Why ``glucose_mg_dl`` is not plausible (``"glucose out of range: ..."``), or ``None`` if it is.
+
+    The one wording of the range rejection, used by the file readers, the serial
+    and Nightscout parsers and the live validator (with its configured limits).
+    """
+    if not (low_mg_dl <= glucose_mg_dl <= high_mg_dl):
+        return f"glucose out of range: {glucose_mg_dl:g} mg/dL is outside {low_mg_dl:g}..{high_mg_dl:g}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +116,18 @@ class GlucoseReading:
             object.__setattr__(self, "noise", int(self.noise))
         if not isinstance(self.clipped, bool):
             raise ValueError(f"reading clipped must be a bool, got {self.clipped!r}")
+
+    @property
+    def bounds_mg_dl(self) -> tuple[float, float]:
+        """What the true glucose can be: ``(g, g)`` for a number; ``(0, g)`` for a clipped
+        ``LOW`` (at most its value); ``(g, inf)`` for a clipped ``HIGH`` (at least its value).
+
+        LOW and HIGH are told apart by :data:`CLIPPED_LOW_BELOW_MG_DL`.
+        """
+        g = self.glucose_mg_dl
+        if not self.clipped:
+            return g, g
+        return (0.0, g) if g < CLIPPED_LOW_BELOW_MG_DL else (g, math.inf)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; ``time`` as ISO 8601 with ``+00:00``."""

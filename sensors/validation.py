@@ -6,11 +6,13 @@ the reading through unchanged or returns a :class:`~sensors.reading.Rejected` wh
 ``reason`` starts with one of the fixed phrases in :data:`REASONS`:
 
 ``"glucose out of range"``
-    the value is outside the physiological range ``min_mg_dl..max_mg_dl`` (20..600
-    by default): no body has it, so it is a sensor or transport error. A reading the
-    sensor marked as clipped (``Low``/``High``, :attr:`GlucoseReading.clipped`) is
-    exempt: it is a real, range-limited observation, and the safety supervisor acts
-    on it (a ``Low`` must reach it so that it suspends insulin).
+    the value is outside the plausible range ``min_mg_dl..max_mg_dl``, by default
+    the one range of every reader (:data:`~sensors.reading.PLAUSIBLE_MIN_MG_DL`,
+    39..501 mg/dL: what CGMs report as numbers; beyond it they say ``LOW``/``HIGH``),
+    with the readers' wording (:func:`~sensors.reading.glucose_range_reason`), so a
+    value a file reader rejects is rejected live too. A reading the sensor marked as
+    clipped (``Low``/``High``, :attr:`GlucoseReading.clipped`) carries the sensor's
+    limit, which lies in the range; a clipped value outside it is an error as well.
 ``"reading in the future"``
     measured more than ``max_future_s`` after *now* (a wrong sensor or host clock).
 ``"stale reading"``
@@ -18,7 +20,10 @@ the reading through unchanged or returns a :class:`~sensors.reading.Rejected` wh
 ``"duplicate"``
     the same subject and time as a recently accepted reading (a re-sent message,
     e.g. a QoS 1 redelivery after a reconnect), or, with ``min_interval_s`` > 0,
-    closer than that to the last accepted one.
+    closer than that to the last accepted one of the same subject. This is what
+    keeps a flood of readings (a misbehaving uploader sending many readings with
+    advancing times) from driving a decision per message: the live loop should set
+    it from the CGM sample interval, see :meth:`ValidationSettings.for_sample_interval`.
 ``"out of order"``
     older than the last accepted reading of the subject (and not a duplicate).
 ``"implausible rate of change"``
@@ -27,8 +32,15 @@ the reading through unchanged or returns a :class:`~sensors.reading.Rejected` wh
     rate is the change divided by the time between the two readings, so a large but
     physiological change after a gap is accepted; across gaps longer than
     ``rate_window_min`` (30 min) the check is not applied at all, so that a reading
-    after a long gap always re-anchors the source. Clipped readings are exempt,
-    like for the range: their true value is unknown beyond the limit.
+    after a long gap always re-anchors the source. A clipped reading is judged by
+    its bound (:attr:`GlucoseReading.bounds_mg_dl`): the true value of a ``LOW`` is
+    at most the limit, so the fall from the last accepted reading is *at least*
+    ``last - limit``; if even that least change is faster than physiology allows,
+    the ``LOW`` is implausible (a ``LOW`` five minutes after 180 mg/dL is a sensor
+    fault, e.g. a compression low), while a ``LOW`` at the end of a steady fall is
+    accepted and reaches the safety supervisor, which suspends insulin on it. A
+    ``HIGH`` likewise, with the least rise ``limit - last``; and a clipped *last*
+    reading bounds the change the same way.
 
 The history (last accepted reading, recently accepted times) is kept per subject.
 A rejected reading never becomes the reference: after an implausible jump the next
@@ -47,7 +59,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sensors.reading import GlucoseReading, Rejected
+from sensors.reading import PLAUSIBLE_MAX_MG_DL, PLAUSIBLE_MIN_MG_DL, GlucoseReading, Rejected, glucose_range_reason
 
 OUT_OF_RANGE = "glucose out of range"
 IN_FUTURE = "reading in the future"
@@ -61,6 +73,10 @@ ACCEPTED = "accepted"
 """The key of :attr:`ReadingValidator.counts` that counts accepted readings."""
 
 _RAW_MAX_CHARS = 200
+MIN_INTERVAL_FRACTION = 0.8
+""":meth:`ValidationSettings.for_sample_interval` treats readings closer than this fraction of the CGM
+sample interval as duplicates (a sensor's own times are regular to seconds; 20 % leaves room for an
+uploader's rounding and a clock adjustment, and still admits at most one reading per interval in steady state)."""
 
 
 def _finite_number(name: str, value: object) -> float:
@@ -75,10 +91,10 @@ class ValidationSettings:
 
     Attributes
     ----------
-    min_mg_dl, max_mg_dl: physiological range; an unclipped value outside it is
-        ``"glucose out of range"``. Default 20..600 mg/dL: wider than any sensor's
-        reporting range (40..400 for Dexcom, 40..500 for Libre), narrower than
-        what only a data error produces.
+    min_mg_dl, max_mg_dl: plausible range; a value outside it is ``"glucose out of
+        range"``. Default the readers' one range, 39..501 mg/dL
+        (:data:`~sensors.reading.PLAUSIBLE_MIN_MG_DL`): CGMs report 40..400 (Dexcom)
+        or 40..500 (Libre) as numbers and flag the rest as LOW/HIGH.
     max_future_s: a reading measured more than this after *now* is ``"reading in the future"``.
     max_age_min: a reading measured more than this before *now* is ``"stale reading"``
         (15 min: the age at which the safety supervisor stops automatic dosing).
@@ -88,8 +104,11 @@ class ValidationSettings:
     rate_window_min: the rate check applies only when the last accepted reading is
         at most this old (relative to the new one); after a longer gap the new
         reading is accepted whatever its value (within the range).
-    min_interval_s: a reading closer than this after the last accepted one is a
-        ``"duplicate"`` (0: only readings with exactly the same time are).
+    min_interval_s: a reading closer than this after the last accepted one of its
+        subject is a ``"duplicate"`` (0: only readings with exactly the same time are).
+        The live loop should use :meth:`for_sample_interval` (0.8 x the CGM sample
+        interval, 240 s for a 5-minute sensor), so that a flood of readings cannot
+        drive more than about one control decision per sample interval.
     duplicate_memory: how many accepted reading times per subject are remembered
         to recognise re-sent readings (288: one day of 5-minute readings).
     confirm_level_shift: after this many consecutive readings that the rate check
@@ -99,8 +118,8 @@ class ValidationSettings:
         that slipped through). 0 never re-anchors.
     """
 
-    min_mg_dl: float = 20.0
-    max_mg_dl: float = 600.0
+    min_mg_dl: float = PLAUSIBLE_MIN_MG_DL
+    max_mg_dl: float = PLAUSIBLE_MAX_MG_DL
     max_future_s: float = 120.0
     max_age_min: float = 15.0
     max_rate_mg_dl_per_min: float = 10.0
@@ -131,6 +150,15 @@ class ValidationSettings:
         k = self.confirm_level_shift
         if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k == 1:
             raise ValueError(f"confirm_level_shift must be 0 (off) or an integer >= 2, got {k!r}")
+
+    @classmethod
+    def for_sample_interval(cls, sample_interval_s: float, **overrides: Any) -> ValidationSettings:
+        """Settings for a CGM that samples every ``sample_interval_s`` seconds (300 for Dexcom G6/G7):
+        ``min_interval_s`` is :data:`MIN_INTERVAL_FRACTION` of it; other fields from ``overrides``."""
+        interval = _finite_number("sample_interval_s", sample_interval_s)
+        if interval <= 0:
+            raise ValueError(f"sample_interval_s must be > 0, got {interval:g}")
+        return cls(**{"min_interval_s": MIN_INTERVAL_FRACTION * interval, **overrides})
 
 
 class _SubjectHistory:
@@ -223,8 +251,9 @@ class ReadingValidator:
     def _reason(self, r: GlucoseReading, now: datetime) -> str | None:
         s = self.settings
         g = r.glucose_mg_dl
-        if not r.clipped and not (s.min_mg_dl <= g <= s.max_mg_dl):
-            return f"{OUT_OF_RANGE}: {g:g} mg/dL is outside {s.min_mg_dl:g}..{s.max_mg_dl:g}"
+        out_of_range = glucose_range_reason(g, s.min_mg_dl, s.max_mg_dl)
+        if out_of_range is not None:
+            return out_of_range
 
         ahead_s = (r.time - now).total_seconds()
         if ahead_s > s.max_future_s:
@@ -251,14 +280,15 @@ class ReadingValidator:
                     f"(min interval {s.min_interval_s:g} s)")
 
         gap_min = gap_s / 60.0
-        if r.clipped or last.clipped or gap_min > s.rate_window_min:
+        if gap_min > s.rate_window_min:
             return None
-        change = abs(g - last.glucose_mg_dl)
+        change = least_change_mg_dl(last, r)
         if change <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min:
             return None
         rate = change / gap_min if gap_min > 0 else math.inf
-        return (f"{IMPLAUSIBLE_RATE}: {last.glucose_mg_dl:g} -> {g:g} mg/dL in {gap_min:.1f} min "
-                f"({rate:.1f} mg/dL/min > {s.max_rate_mg_dl_per_min:g})")
+        least = "at least " if r.clipped or last.clipped else ""
+        return (f"{IMPLAUSIBLE_RATE}: {_shown(last)} -> {_shown(r)} mg/dL in {gap_min:.1f} min "
+                f"({least}{rate:.1f} mg/dL/min > {s.max_rate_mg_dl_per_min:g})")
 
     def _confirms_level_shift(self, r: GlucoseReading) -> bool:
         """Record a rate-rejected reading; True when it completes a run of agreeing ones."""
@@ -268,7 +298,7 @@ class ReadingValidator:
         agrees = False
         if prev is not None:
             gap_min = (r.time - prev.time).total_seconds() / 60.0
-            agrees = 0 < gap_min <= s.rate_window_min and abs(r.glucose_mg_dl - prev.glucose_mg_dl) \
+            agrees = 0 < gap_min <= s.rate_window_min and least_change_mg_dl(prev, r) \
                 <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min
         history.shift_count = history.shift_count + 1 if agrees else 1
         history.shift = r
@@ -282,6 +312,24 @@ class ReadingValidator:
         history.recent[r.time] = r
         while len(history.recent) > self.settings.duplicate_memory:
             history.recent.popitem(last=False)
+
+
+def least_change_mg_dl(a: GlucoseReading, b: GlucoseReading) -> float:
+    """The smallest change in true glucose between two readings that their values allow (mg/dL, >= 0).
+
+    Two numbers: their difference. A clipped reading stands for an interval
+    (:attr:`GlucoseReading.bounds_mg_dl`): a fall from 150 to ``LOW`` (40) is at
+    least 110; ``LOW`` to ``LOW`` may be no change at all.
+    """
+    low_a, high_a = a.bounds_mg_dl
+    low_b, high_b = b.bounds_mg_dl
+    return max(0.0, low_b - high_a, low_a - high_b)
+
+
+def _shown(r: GlucoseReading) -> str:
+    if not r.clipped:
+        return f"{r.glucose_mg_dl:g}"
+    return f"{'LOW' if r.bounds_mg_dl[0] == 0.0 else 'HIGH'} ({r.glucose_mg_dl:g})"
 
 
 def _raw(reading: GlucoseReading) -> str:

@@ -8,8 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensors.reading import GlucoseReading, Rejected
-from sensors.validation import ACCEPTED, IMPLAUSIBLE_RATE, REASONS, ReadingValidator, ValidationSettings
+from sensors.reading import PLAUSIBLE_MAX_MG_DL, PLAUSIBLE_MIN_MG_DL, GlucoseReading, Rejected
+from sensors.validation import (
+    ACCEPTED,
+    DUPLICATE,
+    IMPLAUSIBLE_RATE,
+    MIN_INTERVAL_FRACTION,
+    REASONS,
+    ReadingValidator,
+    ValidationSettings,
+)
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -32,7 +40,7 @@ def phrase(outcome: GlucoseReading | Rejected) -> str:
 
 def test_default_settings():
     s = ValidationSettings()
-    assert (s.min_mg_dl, s.max_mg_dl) == (20.0, 600.0)
+    assert (s.min_mg_dl, s.max_mg_dl) == (PLAUSIBLE_MIN_MG_DL, PLAUSIBLE_MAX_MG_DL) == (39.0, 501.0)
     assert (s.max_future_s, s.max_age_min, s.max_rate_mg_dl_per_min) == (120.0, 15.0, 10.0)
 
 
@@ -69,7 +77,7 @@ def test_a_plausible_reading_is_returned_unchanged_and_counted():
     assert set(v.counts) == {ACCEPTED, *REASONS}
 
 
-@pytest.mark.parametrize("glucose", [19.9, 600.1, 1000.0, 5.0])
+@pytest.mark.parametrize("glucose", [38.9, 501.1, 19.9, 600.0, 1000.0, 5.0])
 def test_glucose_out_of_range(glucose):
     v = ReadingValidator()
     out = v.check(reading(0, glucose), at(0))
@@ -78,16 +86,95 @@ def test_glucose_out_of_range(glucose):
     assert v.counts["glucose out of range"] == 1 and v.counts[ACCEPTED] == 0
 
 
-def test_clipped_low_and_high_are_accepted_even_after_a_jump():
+def test_low_after_a_steady_fall_is_accepted():
+    """A fall of 4 mg/dL/min from 80 ends in LOW: consistent with the rate, so the LOW passes
+    through, clipped, and the safety supervisor suspends insulin on it."""
     v = ReadingValidator()
-    assert isinstance(v.check(reading(0, 150), at(0)), GlucoseReading)
-    # LOW five minutes after 150 would be an implausible rate for a number, but a clipped
-    # reading must reach the safety supervisor (it suspends insulin on it).
-    assert isinstance(v.check(reading(5, 40, clipped=True), at(5)), GlucoseReading)
-    assert isinstance(v.check(reading(10, 400, clipped=True), at(10)), GlucoseReading)
-    # A clipped value outside the physiological range is accepted too (the sensor's word).
-    assert isinstance(v.check(reading(15, 10, clipped=True), at(15)), GlucoseReading)
-    assert v.counts[ACCEPTED] == 4
+    for minute, g in ((0, 80), (5, 60), (10, 45)):
+        assert isinstance(v.check(reading(minute, g), at(minute)), GlucoseReading)
+    low = v.check(reading(15, 40, clipped=True), at(15))
+    assert isinstance(low, GlucoseReading) and low.clipped and low.glucose_mg_dl == 40.0
+    assert isinstance(v.check(reading(20, 40, clipped=True), at(20)), GlucoseReading)  # LOW stays LOW
+
+
+def test_low_right_after_a_normal_reading_is_implausible():
+    """180 mg/dL, then LOW five minutes later: the true value is at most 40, so glucose fell at
+    least 140 mg/dL in 5 min (28 mg/dL/min): a sensor fault (a compression low), not a fall."""
+    v = ReadingValidator()
+    assert isinstance(v.check(reading(0, 180), at(0)), GlucoseReading)
+    out = v.check(reading(5, 40, clipped=True), at(5))
+    assert phrase(out) == IMPLAUSIBLE_RATE
+    assert out.reason == ("implausible rate of change: 180 -> LOW (40) mg/dL in 5.0 min "
+                          "(at least 28.0 mg/dL/min > 10)")
+    assert v.last_accepted().glucose_mg_dl == 180  # the rejected LOW is not the reference
+
+
+def test_a_persistent_low_after_a_jump_is_accepted_as_a_level_shift():
+    """A LOW that the sensor keeps reporting is accepted on the second reading (the level moved or the
+    180 was wrong): the supervisor must not stay blind to a real LOW."""
+    v = ReadingValidator()
+    v.check(reading(0, 180), at(0))
+    assert isinstance(v.check(reading(5, 40, clipped=True), at(5)), Rejected)
+    second = v.check(reading(10, 40, clipped=True), at(10))
+    assert isinstance(second, GlucoseReading) and second.clipped and v.level_shifts == 1
+
+
+def test_high_right_after_a_normal_reading_is_implausible():
+    v = ReadingValidator()
+    v.check(reading(0, 120), at(0))
+    out = v.check(reading(5, 400, clipped=True), at(5))
+    assert phrase(out) == IMPLAUSIBLE_RATE and "HIGH (400)" in out.reason
+
+
+def test_high_after_a_steady_rise_is_accepted():
+    v = ReadingValidator()
+    for minute, g in ((0, 330), (5, 360), (10, 390)):
+        assert isinstance(v.check(reading(minute, g), at(minute)), GlucoseReading)
+    assert isinstance(v.check(reading(15, 400, clipped=True), at(15)), GlucoseReading)
+
+
+def test_a_number_right_after_a_low_is_judged_by_the_low_bound():
+    """After LOW (at most 40), 200 five minutes later is a rise of at least 160: implausible;
+    55 is a plausible recovery."""
+    v = ReadingValidator()
+    for minute, g in ((0, 60), (5, 45)):
+        v.check(reading(minute, g), at(minute))
+    assert isinstance(v.check(reading(10, 40, clipped=True), at(10)), GlucoseReading)
+    assert phrase(v.check(reading(15, 200), at(15))) == IMPLAUSIBLE_RATE
+    assert isinstance(v.check(reading(16, 55), at(16)), GlucoseReading)
+
+
+def test_a_clipped_value_outside_the_range_is_rejected():
+    v = ReadingValidator()
+    assert phrase(v.check(reading(0, 10, clipped=True), at(0))) == "glucose out of range"
+    assert phrase(v.check(reading(0, 600, clipped=True), at(0))) == "glucose out of range"
+    assert isinstance(v.check(reading(0, 40, clipped=True), at(0)), GlucoseReading)
+
+
+def _true_bounds(r: GlucoseReading) -> tuple[float, float]:
+    """What a reading says about the true glucose (written out here, not taken from the module)."""
+    if not r.clipped:
+        return r.glucose_mg_dl, r.glucose_mg_dl
+    if r.glucose_mg_dl < 200:  # a LOW: the true value is at most the limit
+        return 0.0, r.glucose_mg_dl
+    return r.glucose_mg_dl, float("inf")  # a HIGH
+
+
+@settings(max_examples=300)
+@given(last=st.floats(min_value=39, max_value=501), gap_min=st.floats(min_value=0.5, max_value=29.5),
+       limit=st.sampled_from([40.0, 400.0, 500.0]))
+def test_a_clipped_reading_is_accepted_exactly_when_its_least_change_is_plausible(last, gap_min, limit):
+    s = ValidationSettings()
+    v = ReadingValidator(s)
+    v.check(reading(0, last), at(0))
+    out = v.check(reading(gap_min, limit, clipped=True), at(gap_min))
+    low, high = _true_bounds(reading(0, limit, clipped=True))
+    least = max(0.0, low - last, last - high)  # the nearest true value to `last` that the flag allows
+    allowed = s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min
+    if least <= allowed - 1e-9:
+        assert isinstance(out, GlucoseReading)
+    elif least > allowed + 1e-9:
+        assert phrase(out) == IMPLAUSIBLE_RATE
 
 
 def test_reading_in_the_future():
@@ -165,10 +252,10 @@ def test_after_a_long_gap_any_in_range_value_is_accepted():
     v.check(reading(0, 60), at(0))
     # +500 mg/dL in 31 min (16 mg/dL/min) is beyond the rate limit, but the gap exceeds the
     # 30-minute window, so the new value is accepted and re-anchors the stream.
-    assert isinstance(v.check(reading(31, 560), at(31)), GlucoseReading)
+    assert isinstance(v.check(reading(31, 460), at(31)), GlucoseReading)
     v2 = ReadingValidator()
     v2.check(reading(0, 60), at(0))
-    assert phrase(v2.check(reading(29, 560), at(29))) == "implausible rate of change"
+    assert phrase(v2.check(reading(29, 460), at(29))) == "implausible rate of change"
 
 
 def test_history_is_per_subject():
@@ -246,9 +333,11 @@ def test_accepted_readings_are_strictly_increasing_and_plausible(steps):
 
     def plausible(a: GlucoseReading, b: GlucoseReading) -> bool:
         gap_min = (b.time - a.time).total_seconds() / 60
-        if a.clipped or b.clipped or gap_min > s.rate_window_min:
+        if gap_min > s.rate_window_min:
             return True
-        return abs(b.glucose_mg_dl - a.glucose_mg_dl) <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min + 1e-9
+        (low_a, high_a), (low_b, high_b) = _true_bounds(a), _true_bounds(b)
+        least = max(0.0, low_b - high_a, low_a - high_b)
+        return least <= s.rate_noise_mg_dl + s.max_rate_mg_dl_per_min * gap_min + 1e-9
 
     for offset_min, glucose, clipped, advance_min in steps:
         clock += timedelta(minutes=max(advance_min, 0))
@@ -290,3 +379,48 @@ def test_a_confirmed_level_shift_re_anchors_the_stream():
     for minute, g in ((0, 120), (5, 70), (8, 125), (9, 127)):
         never.check(reading(minute, g), at(minute))
     assert never.level_shifts == 0 and never.last_accepted().glucose_mg_dl == 70
+
+
+# --- floods: min_interval_s ------------------------------------------------------------------
+
+
+def test_for_sample_interval_sets_the_minimum_interval():
+    s = ValidationSettings.for_sample_interval(300.0)
+    assert s.min_interval_s == MIN_INTERVAL_FRACTION * 300.0 == 240.0
+    assert ValidationSettings.for_sample_interval(180.0, max_age_min=10).max_age_min == 10
+    with pytest.raises(ValueError, match="sample_interval_s"):
+        ValidationSettings.for_sample_interval(0)
+
+
+def test_a_flood_of_readings_is_cut_to_one_per_interval_per_subject():
+    """1000 readings a second with advancing times (a looping uploader) for two subjects: per
+    subject, only readings at least min_interval_s apart are accepted."""
+    v = ReadingValidator(ValidationSettings.for_sample_interval(300.0))
+    accepted = {"a": [], "b": []}
+    for i in range(7000):  # 7 s of a 1000 msg/s flood, each message 50 ms of sensor time later
+        subject = "ab"[i % 2]
+        r = reading(i * 0.05 / 60.0, 120, subject=subject)
+        out = v.check(r, r.time)
+        if isinstance(out, GlucoseReading):
+            accepted[subject].append(out)
+    assert [len(accepted["a"]), len(accepted["b"])] == [2, 2]  # sensor time 0 and 240 s of 350 s
+    assert v.counts[DUPLICATE] == 7000 - 4
+
+
+@settings(max_examples=200)
+@given(min_interval_s=st.floats(min_value=0, max_value=600),
+       steps=st.lists(st.tuples(st.sampled_from(["a", "b", ""]), st.floats(min_value=-120, max_value=400),
+                                st.floats(min_value=39, max_value=501), st.booleans()), max_size=60))
+def test_accepted_readings_of_a_subject_are_at_least_min_interval_apart(min_interval_s, steps):
+    v = ReadingValidator(ValidationSettings(min_interval_s=min_interval_s))
+    clock = T0
+    last: dict[str, GlucoseReading] = {}
+    for subject, advance_s, glucose, clipped in steps:
+        clock += timedelta(seconds=max(advance_s, 0.0))
+        r = GlucoseReading(clock + timedelta(seconds=min(advance_s, 0.0)), glucose, "flood",
+                           subject=subject, clipped=clipped)
+        out = v.check(r, clock)
+        if isinstance(out, GlucoseReading):
+            if subject in last:
+                assert (out.time - last[subject].time).total_seconds() >= min_interval_s
+            last[subject] = out
