@@ -290,7 +290,7 @@ class NightscoutUpload:
 def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | None = None,
              stop: threading.Event | None = None) -> int:
     """Run the loop until SIGTERM/SIGINT (or ``stop``); prints one status line per cycle."""
-    from sensors.validation import ReadingValidator
+    from sensors.validation import ReadingValidator, ValidationSettings
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -329,7 +329,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     settings = config.loop
     if upload is not None:  # Nightscout's forecast lines want 3 hours; the runtime computes it once
         settings = replace(settings, forecast_horizon_min=max(settings.forecast_horizon_min, FORECAST_HORIZON_MIN))
-    loop = ClosedLoop(policy, source, pump, journal, clock, settings, validator=ReadingValidator(),
+    validator = ReadingValidator(ValidationSettings.for_sample_interval(settings.cycle_min * 60.0))
+    loop = ClosedLoop(policy, source, pump, journal, clock, settings, validator=validator,
                       on_cycle=on_cycle if publisher is not None or upload is not None else None)
     if upload is not None:  # never prune what the uploader has not collected yet
         loop.prune_limit = lambda: upload.uploader.cursor
