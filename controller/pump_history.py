@@ -3,7 +3,8 @@
 At start-up the loop asks the pump what it delivered in the insulin-action
 window (:class:`controller.ports.PumpHistory`). Every entry whose command seq
 the journal does not hold (a new or lost journal, a restored backup, another
-host on the same pump) becomes a booking: boluses as given, temp basals for as
+host on the same pump) becomes a booking, so that the journal holds every seq
+the pump executed: boluses as given, temp basals for as
 long as they ran (until their duration, the next basal change or now) at no
 less than the scheduled rate (insulin withheld by a low temp or a suspension is
 never counted: over-counting insulin on board is the safe error). Pure: the
@@ -52,7 +53,9 @@ def missing_bookings(history: PumpHistory, known_seqs: set[int], now: datetime,
         elif entry.kind == "temp_basal":
             minutes = _minutes_run(entry, entries[i + 1:], now)
             scheduled = scheduled_u_per_h(entry.time)
-            if minutes > 0 and entry.rate_u_per_h > scheduled:
+            if minutes <= 0 or entry.rate_u_per_h <= scheduled:  # journaled (every pump seq is), adds nothing
+                bookings.append(PumpBooking(entry.seq, entry.time, "temp_basal", scheduled, minutes, 0.0))
+            else:
                 start = 0.0
                 while start < minutes:  # in chunks, so insulin on board decays from when it ran
                     chunk = min(CHUNK_MIN, minutes - start)

@@ -142,6 +142,10 @@ class ClosedLoop:
         if earlier is not None:
             self._carry_over_learning(earlier.payload)
         report.cycles_replayed = self._replay(since, now)
+        if sync.booked:  # a reading older than the pump's last command was already acted on (by someone)
+            latest = max(b.time for b in sync.booked)
+            if self.last_cycle_time is None or latest > self.last_cycle_time:
+                self.last_cycle_time = latest
         if not sync.known:
             self._enter_conservative(now, sync)
             report.conservative_until = self.policy.supervisor.conservative_until
@@ -371,14 +375,16 @@ class ClosedLoop:
                            cycle_min=self.settings.cycle_min)
         self.pending_carbs_g = 0.0
         dose = self.policy.decide(inp, assume_delivered=False)
-        self._append("decision", time.isoformat(), {"input": inp.to_dict(), "dose": dose.to_dict(),
-                                                    "learners": self.policy.supervisor.learner_state()},
-                     cycle=cycle)
+        decision = {"input": inp.to_dict(), "dose": dose.to_dict(), "learners": self.policy.supervisor.learner_state()}
+        self._append("decision", time.isoformat(), decision, cycle=cycle)
         degraded = self.appender.problem
         if degraded:  # the decision is not on disk: act on nothing it says beyond the programmed basal
             scheduled = self.policy.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+            decided = dose
             dose = Dose(scheduled, 0.0, f"journal cannot be written: programmed basal until it can ({degraded})",
                         dose.diagnostics)
+            # the buffered decision says what was commanded, and what the policy had proposed
+            decision["dose"] = {**dose.to_dict(), "policy_dose": decided.to_dict()}
         orders, outcomes = [], []
         for spec in self._order_specs(time, dose):
             # the seq is taken just before sending: a STATUS fence that settled the previous

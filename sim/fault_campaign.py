@@ -71,12 +71,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from sim.fault_operator import OPERATOR_FAULTS, DiskFull, lose_journal, merged_journal, second_loop_attempt
 from sim.hil_patient import HilBus, RemoteLoopController
 
 FAULT_TYPES = ("cgm_dropout", "cgm_spike", "cgm_compression_low", "cgm_duplicate", "cgm_out_of_order",
                "treatment_duplicate", "mqtt_malformed", "broker_restart", "serial_drop_command",
                "serial_drop_reply", "serial_corrupt_command", "serial_corrupt_reply", "serial_duplicate_command",
-               "serial_duplicate_reply", "serial_unplug", "loop_sigkill")
+               "serial_duplicate_reply", "serial_unplug", "loop_sigkill") + OPERATOR_FAULTS
 """Fault types of a campaign; each campaign injects every one at least once."""
 
 PER_DAY: dict[str, float] = {
@@ -84,6 +85,7 @@ PER_DAY: dict[str, float] = {
     "treatment_duplicate": 2, "mqtt_malformed": 8, "broker_restart": 2, "serial_drop_command": 8,
     "serial_drop_reply": 8, "serial_corrupt_command": 4, "serial_corrupt_reply": 4, "serial_duplicate_command": 4,
     "serial_duplicate_reply": 4, "serial_unplug": 3, "loop_sigkill": 5,
+    "second_loop": 2, "journal_loss": 1, "disk_full": 2, "far_future_reading": 2,
 }
 """Scheduled faults per simulated day (at least one of each in any campaign)."""
 
@@ -174,8 +176,8 @@ def make_plan(samples: int, days: float, seed: int, per_day: dict[str, float] | 
                 k = rng.randrange(first, last)
                 if k in taken:
                     continue
-                if kind in ("loop_sigkill", "broker_restart", "serial_unplug"):
-                    if any(abs(k - h) < 3 for h in heavy):
+                if kind in ("loop_sigkill", "broker_restart", "serial_unplug", "journal_loss", "disk_full"):
+                    if any(abs(k - h) < 4 for h in heavy):
                         continue
                     heavy.add(k)
                 break
@@ -196,6 +198,10 @@ def make_plan(samples: int, days: float, seed: int, per_day: dict[str, float] | 
                 params = {"back": rng.randint(2, 6)}
             elif kind == "mqtt_malformed":
                 params = {"messages": rng.randint(1, 3), "seed": rng.randrange(2**31)}
+            elif kind == "journal_loss":
+                params = {"down_samples": rng.randint(0, 2)}
+            elif kind == "disk_full":
+                params = {"samples": rng.randint(1, 3)}
             faults.append(Fault(kind, k, 1, params))
     for f in faults:
         if f.kind == "cgm_compression_low":
@@ -256,8 +262,13 @@ class CampaignPatient(RemoteLoopController):
     """A simglucose ``Controller`` that is the HIL patient device and the fault injector."""
 
     def __init__(self, bus: HilBus, hp: Any, relay: Any, broker: Any, injector: Any, plan: FaultPlan,
-                 meal_announcement: bool, timing: CampaignTiming, log: Callable[[str], None] | None = None) -> None:
+                 meal_announcement: bool, timing: CampaignTiming, log: Callable[[str], None] | None = None,
+                 journal_path: Path | None = None) -> None:
         super().__init__(bus, meal_announcement=meal_announcement)  # type: ignore[arg-type]
+        self.journal_path = journal_path
+        self.disk = DiskFull()
+        self.disk_clear_at: int | None = None
+        self.second_loops: list[dict[str, Any]] = []
         self.hp, self.relay, self.broker, self.injector, self.plan = hp, relay, broker, injector, plan
         self.timing = timing
         self.say = log or (lambda text: None)
@@ -343,6 +354,35 @@ class CampaignPatient(RemoteLoopController):
         self.restarts += 1
         self._event("loop_restart", wall_s=round(time.monotonic() - tic, 2))
 
+    def _operator_faults(self, kinds: dict[str, Fault]) -> None:
+        """A second loop on the journal, the journal lost, the disk filling (sim.fault_operator)."""
+        if self.loop_down:
+            for kind in ("second_loop", "journal_loss", "disk_full"):
+                if kind in kinds:
+                    self._event(f"{kind}_skipped", why="loop down")
+            return
+        if "second_loop" in kinds:
+            outcome = second_loop_attempt(self.hp)
+            self.second_loops.append({"sample": self.k, **outcome})
+            self.injected["second_loop"] += 1
+            self._event("second_loop", **outcome)
+            self.say(f"sample {self.k}: a second loop on the journal: "
+                     + ("refused" if outcome["refused"] else f"NOT refused ({outcome['stderr']})"))
+        if "journal_loss" in kinds and self.journal_path is not None:
+            self.hp.kill_loop()
+            self._mark_in_flight()
+            aside = lose_journal(self.journal_path, self.k)
+            self.loop_down, self.restart_at = True, self.k + 1 + kinds["journal_loss"].params["down_samples"]
+            self.injected["journal_loss"] += 1
+            self._event("journal_loss", kept_for_analysis=aside.name)
+            self.say(f"sample {self.k}: loop killed and its journal lost (kept aside as {aside.name})")
+        elif "disk_full" in kinds:
+            self.disk.fill(self._loop_pid)
+            self.disk_clear_at = self.k + kinds["disk_full"].params["samples"]
+            self.injected["disk_full"] += 1
+            self._event("disk_full", samples=kinds["disk_full"].params["samples"])
+            self.say(f"sample {self.k}: the loop's disk is full for {kinds['disk_full'].params['samples']} sample(s)")
+
     def _restart_broker(self, down_s: float) -> None:
         tic = time.monotonic()
         self.broker.restart(down_s)
@@ -392,8 +432,12 @@ class CampaignPatient(RemoteLoopController):
         faults = self.plan.at(k)
         kinds = {f.kind: f for f in faults}
         self._check_alive()
+        if self.disk.active and (self.loop_down or k >= (self.disk_clear_at or 0)):
+            self.disk.clear()
+            self._event("disk_cleared")
         if self.loop_down and self.restart_at is not None and k >= self.restart_at:
             self._restart_loop()
+        self._operator_faults(kinds)
         if "broker_restart" in kinds:
             self._restart_broker(kinds["broker_restart"].params["down_s"])
         for kind, relay_kind in RELAY_KIND.items():
@@ -424,9 +468,9 @@ class CampaignPatient(RemoteLoopController):
                                     "confirmed": False, "in_flight_at_kill": False})
 
         kill = kinds.get("loop_sigkill")
-        kill_mode = None if kill is None or self.loop_down else kill.params["mode"]
-        if kill is not None and self.loop_down:
-            self._event("loop_sigkill_skipped", why="loop already down")
+        kill_mode = None if kill is None or self.loop_down or self.disk.active else kill.params["mode"]
+        if kill is not None and (self.loop_down or self.disk.active):
+            self._event("loop_sigkill_skipped", why="loop already down" if self.loop_down else "disk full")
         rng_fault = self.plan.range_fault(k)
         if kill_mode == "idle":
             self._killed("idle", kill.params["down_samples"])  # type: ignore[union-attr]
@@ -452,6 +496,11 @@ class CampaignPatient(RemoteLoopController):
                 value = cgm + kinds["cgm_spike"].params["delta_mg_dl"]
                 self.injected["cgm_spike"] += 1
                 self._event("cgm_spike", value=value, true_cgm=cgm)
+            if "far_future_reading" in kinds and not self.loop_down:  # a wrong clock, just before the sample's own
+                future = now.replace(year=now.year + 1)
+                self.bus.publish_entry(self._entry(future, value))
+                self.injected["far_future_reading"] += 1
+                self._event("far_future_reading", time=future.isoformat())
             entry = self._entry(now, value)
             self._publish_reading(t_ms, entry, value, label)
             published = True
@@ -516,7 +565,9 @@ class CampaignPatient(RemoteLoopController):
         return dose_to_action(Dose(basal, bolus_u), sample_min)
 
     def finish(self) -> None:
-        """After the last sample: bring a killed loop back so it journals the backlog."""
+        """After the last sample: room on the disk again, a killed loop brought back so it journals
+        the backlog."""
+        self.disk.clear()
         if self.loop_down:
             self._restart_loop()
 
@@ -543,7 +594,6 @@ def _minute(t: datetime) -> int:
 def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log: dict[str, Any],
             final_startup_id: int | None = None) -> dict[str, Any]:
     """Compare the journal, the pump's audit trail and the patient's log (see the module docstring)."""
-    from controller.journal import Journal
     from controller.live_config import load_config
     from controller.policy import ControlInput
     from controller.safety import SafetySupervisor
@@ -551,9 +601,9 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
     config = load_config(config_path)
     profile, limits = config.profile, config.limits
     audit = _read_jsonl(audit_path)
-    with Journal(journal_path, read_only=True) as journal:
-        events = list(journal.events())
-        unanswered = journal.unanswered_commands()
+    events, unanswered, segments = merged_journal(journal_path)
+    if final_startup_id is not None:  # an id of the final journal, which the merge shifted
+        final_startup_id += segments[-1]["first_id"] - 1
     by_kind: dict[str, list[Any]] = defaultdict(list)
     for e in events:
         by_kind[e.kind].append(e)
@@ -632,11 +682,29 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
             note(duplicates, "carb_announcement_used_twice", key)
 
     # --- records lost -------------------------------------------------------------------------------
+    # a journal lost with commands in flight: the pump's history, booked by the next journal, settles them
+    booked_from_pump = set().union(*(seg["booked_from_pump"] for seg in segments))
+    executed_seqs = {r["seq"] for r in executed}
+    lost_ids = max((seg["first_id"] for seg in segments[1:]), default=None)
+
+    def settled_by_pump(seq: int | None, event_id: int) -> bool:
+        return lost_ids is not None and event_id < lost_ids and (seq in booked_from_pump or seq not in executed_seqs)
+
     for e in unanswered:
-        note(lost, "command_without_reply_after_final_restore", e.seq)
+        if not settled_by_pump(e.seq, e.id):
+            note(lost, "command_without_reply_after_final_restore", e.seq)
     for cycle, cmds in commands_of_cycle.items():
-        if cycle is not None and cycle not in deliveries:
+        if cycle is not None and cycle not in deliveries and not all(settled_by_pump(c.seq, c.id) for c in cmds):
             note(lost, "cycle_with_commands_without_delivery", cycle)
+    window_ms = limits.iob_action_duration_min * 60_000
+    for seg in segments[1:]:  # after each loss: every delivery of the insulin-action window booked
+        start_ms = datetime.fromisoformat(seg["startup_time"]).timestamp() * 1000 if seg["startup_time"] else None
+        for r in executed:
+            if start_ms is None or r.get("pump_time_ms") is None or not (start_ms - window_ms <= r["pump_time_ms"]
+                                                                        <= start_ms):
+                continue
+            if (r["type"] == "temp_basal" or r["bolus_u"] > 0) and r["seq"] not in seg["booked_from_pump"]:
+                note(lost, "pump_delivery_not_booked_after_journal_loss", r["seq"])
     journaled_times = set()
     for e in by_kind["reading"]:
         try:
@@ -881,6 +949,8 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
     slug = subject_slug(patient)
     audit_path = out_dir / f"{slug}.pump-audit.jsonl"
     audit_path.unlink(missing_ok=True)
+    for old in out_dir.glob(f"{slug}.journal.sqlite.lost-*"):  # a previous campaign's lost journals
+        old.unlink()
     relays: list[Any] = []
 
     def serial_pair(run_dir: Path) -> Any:
@@ -902,7 +972,8 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
                                                      subject=slug, session_expiry_s=0,
                                                      reconnect_min_delay_s=0.2, reconnect_max_delay_s=2.0))
             injector.start()
-            ctrl = CampaignPatient(bus, hp, relay, broker, injector, plan, protocol.meal_announcement, timing, say)
+            ctrl = CampaignPatient(bus, hp, relay, broker, injector, plan, protocol.meal_announcement, timing, say,
+                                   journal_path=out_dir / f"{slug}.journal.sqlite")
             run = simulate_patient(patient, lambda name, arm_: ctrl, protocol)
             ctrl.finish()
             time.sleep(1.0)  # let the loop journal what was published last (duplicates, malformed)
@@ -961,6 +1032,14 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
                   "trace": str(out_dir / f"{patient}.csv")},
     }
     report["restarts"]["loop_restarts_expected"] = ctrl.restarts
+    not_refused = [a for a in ctrl.second_loops if not a["refused"]]
+    if not_refused:  # a second loop that started would dose on the same journal: a duplicate-dose fault
+        report["duplicates"]["second_loop_not_refused"] = len(not_refused)
+        report["duplicates"]["total"] += len(not_refused)
+        report["examples"]["second_loop_not_refused"] = not_refused[:5]
+    report["operator_faults"] = {"second_loops": ctrl.second_loops,
+                                 "journals_lost": ctrl.injected.get("journal_loss", 0),
+                                 "disk_full_episodes": ctrl.injected.get("disk_full", 0)}
     result = CampaignResult(report)
     report["ok"] = result.ok
     return result

@@ -51,6 +51,7 @@ class PumpLinkPort:
     def __init__(self, link: Any, device_id: str) -> None:
         self.link = link
         self.device_id = device_id
+        self.pump_time: datetime | None = None  # the pump's clock at the last sync
 
     def allocate_seq(self) -> int:
         return int(self.link.allocate_seq())
@@ -78,9 +79,11 @@ class PumpLinkPort:
         from firmware_bridge.pump_link import PumpLinkError
 
         try:
-            self.link.sync()
+            status = self.link.sync()
         except PumpLinkError:
             return False
+        pump_ms = getattr(status, "pump_time_ms", None)
+        self.pump_time = _time(pump_ms) if isinstance(pump_ms, int) and pump_ms > 0 else None
         return True
 
     def history(self, since: datetime) -> PumpHistory:
@@ -315,6 +318,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = build_pump(config, first_seq=journal.max_seq() + 1)
     pump.sync()  # above the journal's seqs AND the pump's last_seq (STATUS seqs are not journaled)
+    if reading_clock is not None and reading_clock.now == ReadingClock.EPOCH and pump.pump_time is not None:
+        reading_clock.now = pump.pump_time  # a new journal in lockstep: the pump knows what time it is
     source = build_source(config, clock)
     publisher = None
     if getattr(source, "client", None) is not None and config.publish_cycles:

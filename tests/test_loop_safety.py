@@ -320,3 +320,52 @@ def test_salvage_refuses_while_a_loop_holds_the_journal(tmp_path):
         out = _cli("journal", "salvage", str(path))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "in use by another loop" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# --- the booking rule as a property -------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from controller.pump_history import missing_bookings  # noqa: E402
+
+
+@st.composite
+def pump_logs(draw):
+    t, seq, entries = T0, 0, []
+    for _ in range(draw(st.integers(0, 25))):
+        t += timedelta(minutes=draw(st.floats(0.0, 40.0)))
+        seq += draw(st.integers(1, 3))
+        kind = draw(st.sampled_from(["bolus", "temp_basal", "temp_cancel", "suspend", "resume"]))
+        entries.append(PumpHistoryEntry(seq, t, kind, draw(st.floats(0.0, 10.0)) if kind == "bolus" else 0.0,
+                                        draw(st.floats(0.0, 5.0)) if kind == "temp_basal" else 0.0,
+                                        draw(st.sampled_from([5.0, 30.0, 120.0])) if kind == "temp_basal" else 0.0))
+    known = set(draw(st.lists(st.sampled_from([e.seq for e in entries]), unique=True))) if entries else set()
+    return entries, known, t + timedelta(minutes=draw(st.floats(0.0, 60.0)))
+
+
+@given(pump_logs())
+@settings(max_examples=300, deadline=None)
+def test_every_unknown_delivery_is_booked_and_never_a_known_one(case):
+    entries, known, now = case
+    scheduled = 0.8
+    bookings = missing_bookings(PumpHistory(now, True, tuple(entries)), known, now, lambda t: scheduled)
+    booked = {b.seq for b in bookings}
+    assert not booked & known
+    for e in entries:
+        if e.seq not in known and (e.kind == "temp_basal" or (e.kind == "bolus" and e.bolus_u > 0)):
+            assert e.seq in booked  # the journal ends up holding every seq the pump executed
+    for e in entries:
+        if e.kind == "bolus" and e.seq not in known:
+            assert sum(b.bolus_u for b in bookings if b.seq == e.seq) == pytest.approx(e.bolus_u)
+    # temp basal insulin above scheduled: never less than what ran until the next basal change or now
+    ordered = sorted(entries, key=lambda e: (e.time, e.seq))
+    for i, e in enumerate(ordered):
+        if e.kind != "temp_basal" or e.seq in known or e.rate_u_per_h <= scheduled:
+            continue
+        end = min([e.time + timedelta(minutes=e.duration_min), now]
+                  + [o.time for o in ordered[i + 1:] if o.kind != "bolus"][:1])
+        ran_u = (e.rate_u_per_h - scheduled) * max((end - e.time).total_seconds() / 60.0, 0.0) / 60.0
+        got_u = sum((b.basal_u_per_h - scheduled) * b.minutes / 60.0 for b in bookings if b.seq == e.seq)
+        assert got_u == pytest.approx(ran_u, abs=1e-9)
+    assert all(b.basal_u_per_h >= scheduled and b.bolus_u >= 0 for b in bookings)  # withheld insulin never counts
