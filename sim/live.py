@@ -352,7 +352,9 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     from sim.systemd_notify import Notifier
 
     notifier = Notifier()
-    notifier.ready(f"{report.cycles_replayed} cycles replayed; waiting for CGM")
+    conservative = "" if report.conservative_until is None else \
+        f"; CONSERVATIVE until {report.conservative_until:%Y-%m-%d %H:%M}"
+    notifier.ready(f"{report.cycles_replayed} cycles replayed{conservative}; waiting for CGM")
     status = "no cycle yet"
     try:
         while not stop.is_set():
