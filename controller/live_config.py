@@ -54,6 +54,10 @@
     listen_port = 17580
 
 Secrets are read from files, never written in the TOML itself.
+
+Every key has a type and a hard range (:mod:`controller.config_ranges`, the table behind
+``deploy/CONFIG.md``); unknown sections and keys are errors. ``glucotwin run`` then runs
+:func:`controller.config_preflight.preflight` (secrets, files, devices) before anything connects.
 """
 
 from __future__ import annotations
@@ -64,16 +68,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.config_ranges import PUMP_MIN_KEY_BYTES, ConfigError, check_config
 from controller.runtime import LoopSettings
 from controller.safety import SafetyLimits
 from twin.profile import BasalSegment, PatientProfile
 
 if TYPE_CHECKING:
     from twin.personalize import PopulationPrior
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing something or holds a bad value (one line, for the CLI)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class MqttEndpoint:
     topic_prefix: str = "glucotwin"
 
     def password(self) -> str:
-        return _read_secret(self.password_file) if self.password_file else ""
+        return _read_secret(self.password_file, "[mqtt] password_file") if self.password_file else ""
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,12 @@ class NightscoutEndpoint:
             raise ValueError("receive needs listen_api_secret_file or api_secret_file")
 
     def api_secret(self) -> str:
-        return _read_secret(self.api_secret_file)
+        return _read_secret(self.api_secret_file, "[nightscout] api_secret_file")
 
     def listen_api_secret(self) -> str:
-        return _read_secret(self.listen_api_secret_file or self.api_secret_file)
+        if self.listen_api_secret_file:
+            return _read_secret(self.listen_api_secret_file, "[nightscout] listen_api_secret_file")
+        return self.api_secret()
 
 
 @dataclass(frozen=True)
@@ -175,13 +178,14 @@ class PumpEndpoint:
     retries: int = 3
 
     def key(self) -> bytes:
-        text = _read_secret(self.key_file)
+        text = _read_secret(self.key_file, "[pump] key_file")
         try:
             key = bytes.fromhex(text)
         except ValueError:
-            raise ConfigError(f"pump key file {self.key_file} must hold the key in hex") from None
-        if len(key) < 16:
-            raise ConfigError(f"pump key in {self.key_file} is too short ({len(key)} bytes; need >= 16)")
+            raise ConfigError(f"[pump] key_file = {self.key_file!r}: the file must hold the key in hex") from None
+        if len(key) < PUMP_MIN_KEY_BYTES:
+            raise ConfigError(f"[pump] key_file = {self.key_file!r}: the key is too short ({len(key)} bytes; "
+                              f"need >= {PUMP_MIN_KEY_BYTES}, e.g. 32 random bytes: openssl rand -hex 32)")
         return key
 
 
@@ -214,54 +218,53 @@ def load_config(path: str | Path) -> LiveConfig:
 
 
 def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
-    known = {"profile", "twin", "limits", "loop", "mqtt", "sensor", "pump", "nightscout"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config section(s): {', '.join(unknown)}")
-    if "profile" not in data:
-        raise ConfigError("config needs a [profile] section")
-    profile = _profile(data["profile"])
+    """Check a parsed TOML mapping against :data:`controller.config_ranges.SETTINGS` and build the settings.
+
+    Every key is type- and range-checked (hard limits that cannot be configured away; see
+    ``deploy/CONFIG.md``); unknown sections and keys are errors. No file is read here:
+    :func:`controller.config_preflight.preflight` checks secrets, files and devices.
+    """
+    v = check_config(data)
+    p, lim, loop = v["profile"], v["limits"], dict(v["loop"])
     try:
-        limits = SafetyLimits.for_profile(profile, **data.get("limits", {}))
+        profile = PatientProfile(
+            name=p["name"], weight_kg=p["weight_kg"], total_daily_insulin_u=p["total_daily_insulin_u"],
+            carb_ratio_g_per_u=p["carb_ratio_g_per_u"], correction_factor_mg_dl_per_u=p["correction_factor_mg_dl_per_u"],
+            age_years=p["age_years"], target_mg_dl=p["target_mg_dl"],
+            basal_schedule=tuple(BasalSegment(start, rate) for start, rate in p["basal"]))
+    except ValueError as exc:
+        raise ConfigError(f"[profile]: {exc}") from None
+    try:
+        limits = SafetyLimits.for_profile(profile, **lim)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[limits]: {exc}") from None
-    loop = dict(data.get("loop", {}))
-    clock = loop.pop("clock", "system")
-    if clock not in ("system", "readings"):
-        raise ConfigError(f"[loop] clock must be 'system' or 'readings', got {clock!r}")
-    arm = loop.pop("arm", "hcl")
-    if arm not in ("hcl", "fcl"):
-        raise ConfigError(f"[loop] arm must be 'hcl' or 'fcl', got {arm!r}")
-    journal = loop.pop("journal", "glucotwin-journal.sqlite")
-    publish_cycles = bool(loop.pop("publish_cycles", True))
+    clock, arm, journal = loop.pop("clock"), loop.pop("arm"), loop.pop("journal")
+    publish_cycles = loop.pop("publish_cycles")
     try:
         settings = LoopSettings(**loop)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[loop]: {exc}") from None
-    mqtt = _section(MqttEndpoint, data.get("mqtt", {}), "mqtt")
-    sensor = _section(SensorEndpoint, data.get("sensor", {}), "sensor")
-    pump = _section(PumpEndpoint, data.get("pump", {}), "pump")
-    if sensor.transport not in ("mqtt", "serial", "nightscout"):
-        raise ConfigError(f"[sensor] transport must be 'mqtt', 'serial' or 'nightscout', got {sensor.transport!r}")
-    nightscout = _section(NightscoutEndpoint, data["nightscout"], "nightscout") if "nightscout" in data else None
+    mqtt = _section(MqttEndpoint, v["mqtt"], "mqtt")
+    sensor = _section(SensorEndpoint, v["sensor"], "sensor")
+    pump = _section(PumpEndpoint, v["pump"], "pump")
+    nightscout = _section(NightscoutEndpoint, v["nightscout"], "nightscout") if "nightscout" in v else None
     receive = nightscout is not None and nightscout.receive
     if (sensor.transport == "nightscout") != receive:
         raise ConfigError("[sensor] transport \"nightscout\" and [nightscout] receive = true go together")
     if sensor.transport == "serial" and not sensor.port:
-        raise ConfigError("[sensor] transport 'serial' needs port")
-    if pump.transport not in ("mqtt", "serial"):
-        raise ConfigError(f"[pump] transport must be 'mqtt' or 'serial', got {pump.transport!r}")
+        raise ConfigError("[sensor] transport 'serial' needs port (the serial device, e.g. \"/dev/ttyACM0\")")
     if pump.transport == "serial" and not pump.port:
-        raise ConfigError("[pump] transport 'serial' needs port")
-    if not pump.key_file:
-        raise ConfigError("[pump] needs key_file (the per-device HMAC key, hex)")
+        raise ConfigError("[pump] transport 'serial' needs port (the serial device, e.g. \"/dev/ttyUSB0\")")
+    if mqtt.password_file and not mqtt.username:
+        raise ConfigError("[mqtt] password_file is set but username is empty (the broker needs both)")
+    if bool(mqtt.tls_cert_file) != bool(mqtt.tls_key_file):
+        raise ConfigError("[mqtt] tls_cert_file and tls_key_file go together (a client certificate needs its key)")
+    if (mqtt.tls_cert_file or mqtt.tls_key_file) and not mqtt.tls_ca_file:
+        raise ConfigError("[mqtt] a client certificate needs tls_ca_file (TLS is on only with a CA)")
     journal_path = Path(journal)
     if not journal_path.is_absolute():
         journal_path = base / journal_path
-    twin = dict(data.get("twin", {}))
-    prior = twin.pop("prior", None)
-    if twin:
-        raise ConfigError(f"[twin]: unknown key(s) {', '.join(sorted(twin))}")
+    prior = v["twin"]["prior"]
     prior_path = None
     if prior is not None:
         prior_path = Path(prior) if Path(prior).is_absolute() else base / prior
@@ -290,29 +293,6 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
         raise ConfigError(f"[{name}]: {exc}") from None
 
 
-def _profile(p: dict[str, Any]) -> PatientProfile:
-    p = dict(p)
-    basal = p.pop("basal", None)
-    if basal is None:
-        raise ConfigError("[profile] needs basal: a list of {start = \"HH:MM\", rate_u_per_h = ...}")
-    try:
-        schedule = tuple(BasalSegment(_minutes(s["start"]), float(s["rate_u_per_h"])) for s in basal)
-        return PatientProfile(basal_schedule=schedule, **p)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"[profile]: {exc}") from None
-
-
-def _minutes(hhmm: str) -> int:
-    try:
-        h, m = hhmm.split(":")
-        minutes = int(h) * 60 + int(m)
-    except (AttributeError, ValueError):
-        raise ConfigError(f"basal start must be \"HH:MM\", got {hhmm!r}") from None
-    if not 0 <= minutes < 1440:
-        raise ConfigError(f"basal start out of the day: {hhmm!r}")
-    return minutes
-
-
 def profile_to_toml(profile: PatientProfile) -> str:
     """The ``[profile]`` section for a profile (used by the HIL harness to write a loop config)."""
     lines = ["[profile]", f"name = {_toml_str(profile.name)}"]
@@ -332,8 +312,11 @@ def _toml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _read_secret(path: str) -> str:
+def _read_secret(path: str, where: str) -> str:
+    """The stripped text of a secret file; ConfigError naming ``where`` (the key) if it cannot be read."""
     try:
         return Path(path).read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
+        raise ConfigError(f"{where} = {path!r}: cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} = {path!r}: the file is not text") from None

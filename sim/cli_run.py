@@ -27,12 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Load and check the config (values, then secrets, files and devices), then run the loop.
+
+    Every configuration problem is one line, ``glucotwin: error: [section] key = value: ...``, and
+    exit status 2, found before anything connects (no broker, pump or Nightscout sees the loop).
+    """
+    from controller.config_preflight import preflight
     from controller.live_config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
+        preflight(config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     from sim.live import run_live
 
-    return run_live(config, ready_file=args.ready_file)
+    try:
+        return run_live(config, ready_file=args.ready_file)
+    except ConfigError as exc:  # a file changed after the preflight: still one line
+        raise CliError(str(exc)) from None
