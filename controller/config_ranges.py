@@ -293,6 +293,9 @@ SETTINGS: tuple[Setting, ...] = (
             "([limits] iob_action_duration_min <= 12 h), or a restart forgets insulin on board", "h", 12.0, 72.0),
     Setting("loop", "forecast_horizon_min", "float", 60.0, "the twin forecast per cycle (status line shows 30/60)",
             "min", 60.0, 360.0),
+    Setting("loop", "min_cycle_fraction", "float", 0.8,
+            "a reading sooner than this fraction of cycle_min after the last cycle's is not acted on: at most one "
+            "decision per CGM sample interval, whatever a flood of readings says", "", 0.5, 1.0),
     Setting("loop", "journal_retention_days", "float", 90.0,
             "older events are pruned daily; a day more than the replay; a day is 1.5-2.5 MB on the SD card", "days",
             _ref("loop.replay_hours", "h", factor=1.0 / 24.0, offset=1.0, doc="replay_hours / 24 + 1"), 365.0),

@@ -113,4 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # through the module's canonical name: `python -m sim.cli` runs this file as __main__, and the
+    # subcommands raise sim.cli.CliError, a different class from __main__.CliError
+    from sim.cli import main as _main
+
+    sys.exit(_main())
