@@ -61,14 +61,18 @@ class MsgType(IntEnum):
     SUSPEND = 0x03
     RESUME = 0x04
     STATUS = 0x05
+    HISTORY = 0x06
     ACK = 0x81
     NAK = 0x82
     STATUS_REPLY = 0x83
+    HISTORY_REPLY = 0x84
 
 
 COMMAND_TYPES = frozenset({MsgType.TEMP_BASAL, MsgType.BOLUS, MsgType.SUSPEND, MsgType.RESUME, MsgType.STATUS})
 DOSE_TYPES = frozenset({MsgType.TEMP_BASAL, MsgType.BOLUS, MsgType.SUSPEND, MsgType.RESUME})
-REPLY_TYPES = frozenset({MsgType.ACK, MsgType.NAK, MsgType.STATUS_REPLY})
+REPLY_TYPES = frozenset({MsgType.ACK, MsgType.NAK, MsgType.STATUS_REPLY, MsgType.HISTORY_REPLY})
+HOST_TYPES = COMMAND_TYPES | {MsgType.HISTORY}
+"""Everything a host may send; HISTORY's codec lives in :mod:`firmware_bridge.history`."""
 
 
 class NakReason(IntEnum):
@@ -106,6 +110,8 @@ PAYLOAD_BYTES: dict[MsgType, int] = {
     MsgType.ACK: ACK_PAYLOAD.size,
     MsgType.NAK: NAK_PAYLOAD.size,
     MsgType.STATUS_REPLY: STATUS_FIXED.size + RING_SIZE * RING_ENTRY.size,
+    MsgType.HISTORY: 12,  # firmware_bridge.history.QUERY_PAYLOAD
+    MsgType.HISTORY_REPLY: 342,  # firmware_bridge.history.REPLY_FIXED + HISTORY_PAGE_SIZE entries
 }
 
 
@@ -619,8 +625,12 @@ def _build(cls: type, header: Header, **fields_: object):  # type: ignore[no-unt
 
 
 def decode_reply(body: bytes, key: bytes) -> Reply:
-    """Decode any reply (ACK, NAK, STATUS_REPLY); raises a :class:`ProtocolError` subclass."""
+    """Decode any reply (ACK, NAK, STATUS_REPLY, HISTORY_REPLY); raises a :class:`ProtocolError` subclass."""
     header = peek_header(body)
+    if header.msg_type == MsgType.HISTORY_REPLY:
+        from .history import HistoryPage  # the history messages have their own module
+
+        return HistoryPage.decode(body, key)  # type: ignore[return-value]
     cls = _REPLY_CLASSES.get(header.msg_type)
     if cls is None:
         raise BadType(f"{header.msg_type.name} is not a reply")

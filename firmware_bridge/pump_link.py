@@ -34,7 +34,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from .protocol import (
     DOSE_TYPES,
@@ -237,6 +237,46 @@ class PumpLink:
         if last_nak is not None:
             raise PumpLinkError(f"STATUS refused: {last_nak.reason.name.lower()} ({last_nak.detail})", last_nak)
         raise PumpLinkError(f"no STATUS reply after {1 + self.retries} attempts")
+
+    def query_history(self, since_ms: int, *, now_ms: int | None = None) -> "PumpHistory":
+        """The pump's delivery history since pump time ``since_ms``, all pages.
+
+        Each page is a HISTORY query with a fresh seq (a fence, like STATUS), resent up to
+        ``retries`` times; raises :class:`PumpLinkError` when a page gets no valid reply
+        (the caller then knows nothing: the loop starts conservative).
+        """
+        from .history import HistoryPage, HistoryQuery, PumpHistory
+
+        entries: list[Any] = []
+        page: HistoryPage | None = None
+        start = 0
+        for _ in range(1 + 65536 // 8):  # bounded: the pump keeps at most a few thousand entries
+            seq = self.allocate_seq()
+            now = self.clock_ms() if now_ms is None else now_ms
+            body = HistoryQuery(seq, self.device_id, now, now + self.status_validity_ms, max(int(since_ms), 0),
+                                start).encode(self._key)
+            page = None
+            last_nak: Nak | None = None
+            for _attempt in range(1 + self.retries):
+                reply = self._attempt(body, seq)
+                if isinstance(reply, HistoryPage):
+                    page = reply
+                    break
+                if isinstance(reply, Nak):
+                    last_nak = reply
+                    if reply.reason not in FRAME_LEVEL_REASONS:
+                        break
+            if page is None:
+                why = f"refused: {last_nak.reason.name.lower()}" if last_nak is not None else "no reply"
+                raise PumpLinkError(f"HISTORY {why} after {1 + self.retries} attempts", last_nak)
+            entries.extend(page.entries)
+            start += len(page.entries)
+            if not page.entries or start >= page.total:
+                break
+        if page is None:  # pragma: no cover - the loop above runs at least once
+            raise PumpLinkError("HISTORY: no page")
+        return PumpHistory(page.pump_time_ms, int(since_ms), page.covers_since, page.scheduled_rate_milli_u_per_h,
+                           tuple(entries))
 
     def sync(self, now_ms: int | None = None) -> PumpStatus:
         """Query the status and move :attr:`next_seq` above the pump's ``last_seq``."""

@@ -11,13 +11,22 @@ Decision order for one received body (the first failing check answers):
 3. HMAC tag                   -> NAK bad_tag
 4. payload fields             -> NAK malformed
 5. exact retry (seq in the ring and identical bytes) -> the cached reply, byte for byte
-6. STATUS -> STATUS_REPLY, for any seq and whatever its timestamps (it is
-   read-only); if seq > last_seq, last_seq = seq: a fence
+6. STATUS -> STATUS_REPLY, HISTORY -> HISTORY_REPLY, for any seq and whatever
+   their timestamps (they are read-only); if seq > last_seq, last_seq = seq: a fence
 7. dose command with seq <= last_seq -> NAK replayed
 8. now > expires_at_ms, or a validity window longer than max_validity_s
    (expires - issued, or expires - now)              -> NAK expired
 9. dose checks: over_limit, suspended, reservoir_empty -> NAK (consumed: recorded in the ring)
-10. execute -> ACK (recorded in the ring, last_seq = seq)
+10. execute -> ACK (recorded in the ring and in the delivery history, last_seq = seq)
+
+The delivery history (persisted with the rest of the state) holds every executed
+bolus, temp basal, cancel, suspend and resume of the last :data:`HISTORY_KEEP_MS`
+(at least; at most :data:`HISTORY_MAX_ENTRIES` entries), in pump time, with the
+command's seq and the basal that runs after it: what a host that lost its
+journal asks for (``HISTORY``, PROTOCOL.md 3.5). ``log_start_ms`` is when the log
+began: None for a pump that has kept it since it was new (it covers any time);
+the migration time for a pump updated from a version-1 state file, or the time
+of the oldest kept entry once older ones were dropped.
 
 Steps 1-5, 7 and 8 change nothing; steps 9-10 consume the seq. Hence each seq
 executes at most once, never after its expiry, never unauthenticated.
@@ -31,8 +40,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from .history import HISTORY_PAGE_SIZE, HistoryEntry, HistoryPage, HistoryQuery
 from .protocol import (
-    COMMAND_TYPES,
+    HOST_TYPES,
     MILLI_PER_U,
     OUTCOME_EXECUTED,
     RING_SIZE,
@@ -62,7 +72,11 @@ from .protocol import (
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
-STATE_VERSION = 1
+STATE_VERSION = 2
+HISTORY_KEEP_MS = 24 * 3_600_000
+"""Delivery history kept: a day (the host's insulin-action window is 10 h)."""
+HISTORY_MAX_ENTRIES = 2048
+"""At most this many entries (a loop commanding every 5 min makes about 300 a day)."""
 
 
 def _positive(label: str, value: float, maximum: float | None = None) -> None:
@@ -289,6 +303,7 @@ class VirtualPump:
         """A deep copy of the state as JSON-serializable plain data."""
         copy = dict(self._s)
         copy["ring"] = [dict(entry) for entry in self._s["ring"]]
+        copy["history"] = [list(raw) for raw in self._s["history"]]
         return copy
 
     def status(self, seq: int = 0) -> PumpStatus:
@@ -316,7 +331,7 @@ class VirtualPump:
             header = peek_header(frame_body)
         except ProtocolError as exc:
             return self._nak(0, NakReason.MALFORMED, _detail(exc))
-        if header.msg_type not in COMMAND_TYPES:
+        if header.msg_type not in HOST_TYPES:
             return self._nak(header.seq, NakReason.MALFORMED, "not a command")
         if header.device_id != self.settings.device_id:
             return self._nak(header.seq, NakReason.WRONG_DEVICE, "wrong device_id")
@@ -324,6 +339,8 @@ class VirtualPump:
             verify_tag(frame_body, self._key)
         except BadTag as exc:
             return self._nak(header.seq, NakReason.BAD_TAG, _detail(exc))
+        if header.msg_type == MsgType.HISTORY:
+            return self._history(frame_body)
         try:
             command = Command.decode(frame_body, self._key)
         except ProtocolError as exc:
@@ -395,12 +412,55 @@ class VirtualPump:
             s["temp_end_ms"], s["temp_rate_milli_u_per_h"] = None, 0
         elif command.msg_type == MsgType.RESUME:
             s["suspended"] = False
+        self._log(command, bolus)
         rate, duration = self._running_rate(), self._temp_remaining_min()
         ack = Ack(settings.device_id, command.seq, s["clock_ms"], bolus, rate, duration, self._flags())
         reply = ack.encode(self._key)
         self.counters["executed"] += 1
         self._record(command, OUTCOME_EXECUTED, bolus, rate, duration, body, reply)
         return reply
+
+    # ------------------------------------------------------------------ history
+    def _log(self, command: Command, bolus_milli_u: int) -> None:
+        """One executed command in the delivery history, with the basal that runs after it."""
+        s = self._s
+        kind = {MsgType.BOLUS: "bolus", MsgType.SUSPEND: "suspend", MsgType.RESUME: "resume"}.get(
+            command.msg_type, "temp_basal" if command.duration_min > 0 else "temp_cancel")
+        rate = s["temp_rate_milli_u_per_h"] if kind == "temp_basal" else 0
+        duration = command.duration_min if kind == "temp_basal" else 0
+        until = s["temp_end_ms"] if self._temp_active() else None
+        s["history"].append([command.seq, s["clock_ms"], kind, bolus_milli_u, rate, duration, self._running_rate(),
+                             until or 0, 0 if s["suspended"] else self.settings.scheduled_rate_milli_u_per_h])
+        cut = s["clock_ms"] - HISTORY_KEEP_MS
+        drop = 0
+        while drop < len(s["history"]) and (s["history"][drop][1] < cut
+                                            or len(s["history"]) - drop > HISTORY_MAX_ENTRIES):
+            drop += 1
+        if drop:
+            del s["history"][:drop]
+            s["log_start_ms"] = s["history"][0][1]  # nothing before the oldest kept entry is known now
+
+    def history_entries(self) -> list[HistoryEntry]:
+        return [HistoryEntry(seq, t, kind, bolus, rate, duration, now, until, then)
+                for seq, t, kind, bolus, rate, duration, now, until, then in self._s["history"]]
+
+    def _history(self, body: bytes) -> bytes:
+        """HISTORY -> one page of the entries at or after ``since_ms`` (read only; a seq fence)."""
+        try:
+            query = HistoryQuery.decode(body, self._key)
+        except ProtocolError as exc:
+            return self._nak(peek_header(body).seq, NakReason.MALFORMED, _detail(exc))
+        s = self._s
+        if query.seq > s["last_seq"]:
+            s["last_seq"] = query.seq
+            self.revision += 1
+        self.counters["history"] += 1
+        matching = [e for e in self.history_entries() if e.time_ms >= query.since_ms]
+        page = tuple(matching[query.start_index:query.start_index + HISTORY_PAGE_SIZE])
+        covers = s["log_start_ms"] is None or s["log_start_ms"] <= query.since_ms
+        start = min(query.start_index, len(matching))
+        return HistoryPage(self.settings.device_id, query.seq, s["clock_ms"] or 0, query.since_ms, start,
+                           len(matching), covers, self.settings.scheduled_rate_milli_u_per_h, page).encode(self._key)
 
     def _record(self, command: Command, outcome: int, bolus: int, rate: int, duration: int, command_body: bytes,
                 reply: bytes) -> None:
@@ -436,6 +496,8 @@ def _fresh_state(settings: PumpSettings) -> dict[str, Any]:
         "basal_residual": 0,
         "bolus_since_report_milli_u": 0,
         "ring": [],
+        "history": [],
+        "log_start_ms": None,
     }
 
 
@@ -447,6 +509,9 @@ def _checked_state(state: dict[str, Any], settings: PumpSettings) -> dict[str, A
     """Validate a restored state; ValueError with the reason when it is not usable."""
     if not isinstance(state, dict):
         raise ValueError("pump state must be a dict")
+    if state.get("state_version") == 1:  # a pump updated in the field: its log begins now
+        state = {**state, "state_version": STATE_VERSION, "history": [],
+                 "log_start_ms": state.get("clock_ms") or 0}
     expected = _fresh_state(settings)
     if set(state) != set(expected):
         raise ValueError(f"pump state keys differ: missing {sorted(set(expected) - set(state))}, "
@@ -484,6 +549,17 @@ def _checked_state(state: dict[str, Any], settings: PumpSettings) -> dict[str, A
             raise ValueError(f"pump state ring entry {entry.get('seq')!r}: {exc}") from None
         if entry["seq"] > state["last_seq"]:
             raise ValueError("pump state ring holds a seq above last_seq")
+    history = state["history"]
+    if not isinstance(history, list) or len(history) > HISTORY_MAX_ENTRIES:
+        raise ValueError(f"pump state history must be a list of at most {HISTORY_MAX_ENTRIES} entries")
+    for raw in history:
+        try:
+            HistoryEntry(*raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"pump state history entry {raw!r}: {exc}") from None
+    if state["log_start_ms"] is not None and not is_uint(state["log_start_ms"]):
+        raise ValueError("pump state log_start_ms must be null or a non-negative integer")
     copy = dict(state)
     copy["ring"] = [dict(entry) for entry in ring]
+    copy["history"] = [list(raw) for raw in history]
     return copy

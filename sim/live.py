@@ -35,6 +35,7 @@ from controller.twin_policy import TwinMPCPolicy
 from twin.personalize import personalize
 
 MS_PER_S = 1000.0
+PUMP_EVENT_KINDS = ("bolus", "temp_basal", "temp_cancel", "suspend", "resume")
 
 
 def _ms(t: datetime) -> int:
@@ -99,7 +100,8 @@ class PumpLinkPort:
         except PumpLinkError as exc:
             raise PumpHistoryUnavailable(str(exc)) from None
         entries = tuple(PumpHistoryEntry(int(e.seq), _time(e.time_ms), e.kind, float(e.bolus_u),
-                                         float(e.rate_u_per_h), float(e.duration_min)) for e in got.entries)
+                                         float(e.rate_u_per_h), float(e.duration_min)) for e in got.entries
+                        if e.kind in PUMP_EVENT_KINDS)  # the pump's own entries (log start, ...) dose nothing
         return PumpHistory(_time(got.pump_time_ms), bool(got.covers_since), entries)
 
     @staticmethod
