@@ -636,10 +636,15 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
         if n > 1:
             note(duplicates, "seq_executed_twice", seq)
     per_decision: Counter[tuple[int, str]] = Counter()
+    booked_from_pump = set().union(*(seg["booked_from_pump"] for seg in segments))
+    recovered_from_pump = 0
     for r in executed:
         cmd = commands.get(r["seq"])
         if cmd is None:
-            note(lost, "executed_command_not_journaled", r)
+            if r["seq"] in booked_from_pump:  # the command's record was lost, the pump's record booked it
+                recovered_from_pump += 1
+            else:
+                note(lost, "executed_command_not_journaled", r)
             continue
         kind = cmd.payload["kind"]
         if r["type"] != kind:
@@ -683,7 +688,6 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
 
     # --- records lost -------------------------------------------------------------------------------
     # a journal lost with commands in flight: the pump's history, booked by the next journal, settles them
-    booked_from_pump = set().union(*(seg["booked_from_pump"] for seg in segments))
     executed_seqs = {r["seq"] for r in executed}
     lost_ids = max((seg["first_id"] for seg in segments[1:]), default=None)
 
@@ -703,7 +707,8 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
             if start_ms is None or r.get("pump_time_ms") is None or not (start_ms - window_ms <= r["pump_time_ms"]
                                                                         <= start_ms):
                 continue
-            if (r["type"] == "temp_basal" or r["bolus_u"] > 0) and r["seq"] not in seg["booked_from_pump"]:
+            if (r["type"] == "temp_basal" or r["bolus_u"] > 0) and r["seq"] not in seg["booked_from_pump"] \
+                    and r["seq"] not in seg["commands"]:
                 note(lost, "pump_delivery_not_booked_after_journal_loss", r["seq"])
     journaled_times = set()
     for e in by_kind["reading"]:
@@ -876,6 +881,8 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
             "readings_decided_twice_without_second_dose": readings_decided_twice,
             "readings_lost_in_flight_at_sigkill": in_flight_lost,
             "treatments_lost_in_flight_at_sigkill": treatments_lost_in_flight,
+            "executed_commands_known_from_the_pump_history_only": recovered_from_pump,
+            "journals_lost": len(segments) - 1,
         },
         "journal": {
             "counts": dict(Counter(e.kind for e in events)),

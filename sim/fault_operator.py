@@ -107,7 +107,8 @@ def merged_journal(journal: Path) -> tuple[list[Any], list[Any], list[dict[str, 
         startup = next((e for e in own if e.kind == "startup"), None)
         segments.append({"file": str(path), "first_id": id_offset + 1, "lost": path != journal,
                          "startup_time": None if startup is None else startup.time,
-                         "booked_from_pump": {e.seq for e in own if e.kind == "delivery" and e.payload.get("from_pump")}})
+                         "booked_from_pump": {e.seq for e in own if e.kind == "delivery" and e.payload.get("from_pump")},
+                         "commands": {e.seq for e in own if e.kind == "command"}})
         events += [shift(e) for e in own]
         unanswered += [shift(e) for e in open_cmds]
         id_offset += max((e.id for e in own), default=0)

@@ -320,8 +320,10 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
     upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = build_pump(config, first_seq=journal.max_seq() + 1)
     pump.sync()  # above the journal's seqs AND the pump's last_seq (STATUS seqs are not journaled)
-    if reading_clock is not None and reading_clock.now == ReadingClock.EPOCH and pump.pump_time is not None:
-        reading_clock.now = pump.pump_time  # a new journal in lockstep: the pump knows what time it is
+    if reading_clock is not None and pump.pump_time is not None and pump.pump_time > reading_clock.now:
+        # lockstep: the pump's clock ran on while the loop was down (or the journal is new); time resumes
+        # there, so the pump's history is read up to now and no delivery is cut short
+        reading_clock.now = pump.pump_time
     source = build_source(config, clock)
     publisher = None
     if getattr(source, "client", None) is not None and config.publish_cycles:
