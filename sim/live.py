@@ -147,6 +147,14 @@ class ReadingClock:
         return self.now
 
 
+def _say(out: TextIO, line: str) -> None:
+    """A status line; a full disk under a file stdout must not stop the loop (its journal degrades)."""
+    try:
+        print(line, file=out, flush=True)
+    except OSError:
+        pass
+
+
 def system_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -375,7 +383,7 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                 result = loop.handle(item)
                 if result is not None:
                     status = result.status_line()
-                    print(status, file=out, flush=True)
+                    _say(out, status)
                 if publisher is not None and is_reading:
                     rejected = None
                     if result is None:
@@ -386,7 +394,7 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
                 result = loop.cadence_cycle()
                 if result is not None:
                     status = result.status_line()
-                    print(status, file=out, flush=True)
+                    _say(out, status)
             if upload is not None:
                 upload.collect()  # readings without a cycle, ignored announcements
     finally:
