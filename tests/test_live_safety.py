@@ -24,7 +24,7 @@ from controller.journal import Journal
 from sensors.mqtt_source import MqttCgmPublisher, MqttSettings
 from sensors.reading import GlucoseReading
 from sim.broker import Mosquitto, find_mosquitto
-from tests.test_live_run import CONFIG, wait_for
+from test_live_run import CONFIG, wait_for
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
                                 reason="needs mosquitto and socat (installed by .ci/run)")

@@ -25,7 +25,7 @@ from controller.ports import PumpHistory, PumpHistoryEntry, PumpHistoryUnavailab
 from controller.runtime import ClosedLoop, LoopSettings
 from controller.twin_policy import TwinMPCPolicy
 from sensors.reading import GlucoseReading
-from tests.test_runtime import PROFILE, T0, Clock, ListSource, MemoryPump, reading
+from test_runtime import PROFILE, T0, Clock, ListSource, MemoryPump, reading
 from twin.personalize import default_prior, personalize
 
 

@@ -17,7 +17,7 @@ from firmware_bridge.history import HistoryPage, HistoryQuery
 from firmware_bridge.protocol import Command, Nak, NakReason, decode_reply
 from firmware_bridge.pump_link import PumpLink
 from firmware_bridge.virtual_pump import PumpSettings, VirtualPump
-from tests.test_pump_link import DEV, KEY, bolus, host, make_link, now_ms, serial_pump, socat  # noqa: F401
+from test_pump_link import DEV, KEY, bolus, host, make_link, now_ms, serial_pump, socat  # noqa: F401
 
 T0 = 1_795_428_000_000
 SETTINGS = PumpSettings(DEV, 5.0, 10.0, 300.0, 1.0)
