@@ -30,10 +30,6 @@ class HistorySync:
     booked: tuple[PumpBooking, ...]
     summary: str  # for the start line and the journal
 
-    @property
-    def bolus_u(self) -> float:
-        return sum(b.bolus_u for b in self.booked)
-
 
 def query_and_journal(pump: Any, journal: Journal, append: Callable[..., None], policy: TwinMPCPolicy,
                       now: datetime) -> HistorySync:
