@@ -97,9 +97,11 @@ class PumpFlags(IntFlag):
     SUSPENDED = 0x01
     TEMP_BASAL_ACTIVE = 0x02
     RESERVOIR_EMPTY = 0x04
+    LIMIT_HOLD = 0x08  # basal held back by the pump's hourly or daily insulin limit
 
 
-KNOWN_FLAGS = int(PumpFlags.SUSPENDED | PumpFlags.TEMP_BASAL_ACTIVE | PumpFlags.RESERVOIR_EMPTY)
+KNOWN_FLAGS = int(PumpFlags.SUSPENDED | PumpFlags.TEMP_BASAL_ACTIVE | PumpFlags.RESERVOIR_EMPTY
+                  | PumpFlags.LIMIT_HOLD)
 
 PAYLOAD_BYTES: dict[MsgType, int] = {
     MsgType.TEMP_BASAL: TEMP_BASAL_PAYLOAD.size,

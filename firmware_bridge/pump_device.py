@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="persist the pump state here (strongly recommended)")
     p.add_argument("--max-rate", type=float, default=5.0, help="max temp basal, U/h (default 5)")
     p.add_argument("--max-bolus", type=float, default=10.0, help="max bolus, U (default 10)")
+    p.add_argument("--max-per-hour", type=float, help="most insulin in any 60 min, U (default: two max boluses "
+                   "and an hour of max rate)")
+    p.add_argument("--max-per-day", type=float, help="most insulin in any 24 h, U (default: three max boluses "
+                   "and twice the scheduled basal)")
     p.add_argument("--reservoir", type=float, default=300.0, help="reservoir of a new pump, U (default 300)")
     p.add_argument("--scheduled-basal", type=float, default=1.0, help="programmed basal, U/h (default 1)")
     p.add_argument("--bolus-increment", type=float, default=0.01, help="U (default 0.01)")
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = PumpSettings(device_id=args.device_id, max_rate_u_per_h=args.max_rate, max_bolus_u=args.max_bolus,
                                 reservoir_u=args.reservoir, scheduled_basal_u_per_h=args.scheduled_basal,
                                 bolus_increment_u=args.bolus_increment, rate_increment_u_per_h=args.rate_increment,
-                                max_validity_s=args.max_validity_s)
+                                max_validity_s=args.max_validity_s, max_insulin_per_hour_u=args.max_per_hour,
+                                max_insulin_per_day_u=args.max_per_day)
         key = load_key_file(args.key_file)
         state = load_state(state_file) if state_file is not None else None
         pump = VirtualPump(settings, key, state)
@@ -368,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     if state_file is None:
-        log.warning("no --state-file: a restart forgets executed seqs")
+        log.warning("no --state-file: a restart forgets executed seqs and the insulin of the last day")
+    log.info("pump limits: bolus %.3f U, rate %.3f U/h, %.3f U per hour, %.3f U per day%s", settings.max_bolus_u,
+             settings.max_rate_u_per_h, settings.hour_cap_milli_u / 1000, settings.day_cap_milli_u / 1000,
+             " (derived: set --max-per-hour and --max-per-day for this person)" if settings.caps_derived else "")
 
     stop = threading.Event()
 

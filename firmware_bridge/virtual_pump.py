@@ -16,7 +16,8 @@ Decision order for one received body (the first failing check answers):
 7. dose command with seq <= last_seq -> NAK replayed
 8. now > expires_at_ms, or a validity window longer than max_validity_s
    (expires - issued, or expires - now)              -> NAK expired
-9. dose checks: over_limit, suspended, reservoir_empty -> NAK (consumed: recorded in the ring)
+9. dose checks: over_limit (max bolus, max rate, max duration, then the hourly and
+   daily insulin limits), suspended, reservoir_empty -> NAK (consumed: recorded in the ring)
 10. execute -> ACK (recorded in the ring and in the delivery history, last_seq = seq)
 
 The delivery history (persisted with the rest of the state) holds every executed
@@ -28,6 +29,13 @@ began: None for a pump that has kept it since it was new (it covers any time);
 the migration time for a pump updated from a version-1 state file, or the time
 of the oldest kept entry once older ones were dropped.
 
+The cumulative limits (PumpSettings.max_insulin_per_hour_u / _per_day_u, kept by
+:mod:`firmware_bridge.insulin_caps` in the persisted ``ledger``) count bolus and
+basal alike. A bolus that would break one is refused; basal is delivered up to
+the limit and then held (``limit_hold``, flag LIMIT_HOLD) until room returns,
+without catching up. A temp basal is accepted within max rate: the limits cap
+its delivery, not the command.
+
 Steps 1-5, 7 and 8 change nothing; steps 9-10 consume the seq. Hence each seq
 executes at most once, never after its expiry, never unauthenticated.
 """
@@ -35,12 +43,11 @@ executes at most once, never after its expiry, never unauthenticated.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from .history import HISTORY_PAGE_SIZE, HistoryEntry, HistoryPage, HistoryQuery
+from .insulin_caps import InsulinLedger
 from .protocol import (
     HOST_TYPES,
     MILLI_PER_U,
@@ -69,106 +76,13 @@ from .protocol import (
     peek_header,
     verify_tag,
 )
+from .pump_settings import PumpSettings, round_down
+from .pump_state import HISTORY_KEEP_MS, HISTORY_MAX_ENTRIES, STATE_VERSION, checked_state, fresh_state
+
+__all__ = ["HISTORY_KEEP_MS", "HISTORY_MAX_ENTRIES", "STATE_VERSION", "PumpSettings", "VirtualPump"]
 
 MS_PER_MIN = 60_000
 MS_PER_H = 3_600_000
-STATE_VERSION = 2
-HISTORY_KEEP_MS = 24 * 3_600_000
-"""Delivery history kept: a day (the host's insulin-action window is 10 h)."""
-HISTORY_MAX_ENTRIES = 2048
-"""At most this many entries (a loop commanding every 5 min makes about 300 a day)."""
-
-
-def _positive(label: str, value: float, maximum: float | None = None) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{label} must be a finite number > 0, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{label} must be <= {maximum}, got {value!r}")
-
-
-def _whole_milli(label: str, value: float) -> int:
-    milli = value * MILLI_PER_U
-    if abs(milli - round(milli)) > 1e-6:
-        raise ValueError(f"{label} must be a multiple of 0.001, got {value!r}")
-    return round(milli)
-
-
-@dataclass(frozen=True)
-class PumpSettings:
-    """The pump's own configuration and hard limits (independent of the host's).
-
-    Attributes
-    ----------
-    device_id: 1-16 characters of [A-Za-z0-9._-].
-    max_rate_u_per_h: a TEMP_BASAL above this is refused (over_limit), never clipped.
-    max_bolus_u: a BOLUS above this is refused (over_limit).
-    reservoir_u: insulin in a fresh pump's reservoir.
-    scheduled_basal_u_per_h: the programmed basal (rounded down to ``rate_increment_u_per_h``).
-    bolus_increment_u, rate_increment_u_per_h: delivery resolution; commanded
-        amounts are rounded DOWN to it (never more than commanded). Multiples of 0.001.
-    max_validity_s: the longest validity window accepted, both expires - issued
-        and expires - the pump's now.
-    max_temp_duration_min: the longest temp basal accepted.
-    """
-
-    device_id: str
-    max_rate_u_per_h: float
-    max_bolus_u: float
-    reservoir_u: float
-    scheduled_basal_u_per_h: float
-    bolus_increment_u: float = 0.01
-    rate_increment_u_per_h: float = 0.01
-    max_validity_s: float = 300.0
-    max_temp_duration_min: int = 1440
-
-    def __post_init__(self) -> None:
-        check_device_id(self.device_id)
-        limit_u = U32_MAX / MILLI_PER_U
-        _positive("max_rate_u_per_h", self.max_rate_u_per_h, limit_u)
-        _positive("max_bolus_u", self.max_bolus_u, limit_u)
-        if not (isinstance(self.reservoir_u, (int, float)) and math.isfinite(self.reservoir_u)
-                and 0 <= self.reservoir_u <= limit_u):
-            raise ValueError(f"reservoir_u must be in [0, {limit_u}], got {self.reservoir_u!r}")
-        if not (isinstance(self.scheduled_basal_u_per_h, (int, float)) and math.isfinite(self.scheduled_basal_u_per_h)
-                and 0 <= self.scheduled_basal_u_per_h <= self.max_rate_u_per_h):
-            raise ValueError(f"scheduled_basal_u_per_h must be in [0, max_rate_u_per_h={self.max_rate_u_per_h}], "
-                             f"got {self.scheduled_basal_u_per_h!r}")
-        _positive("bolus_increment_u", self.bolus_increment_u, self.max_bolus_u)
-        _positive("rate_increment_u_per_h", self.rate_increment_u_per_h, self.max_rate_u_per_h)
-        _whole_milli("bolus_increment_u", self.bolus_increment_u)
-        _whole_milli("rate_increment_u_per_h", self.rate_increment_u_per_h)
-        _positive("max_validity_s", self.max_validity_s)
-        if not isinstance(self.max_temp_duration_min, int) or not 1 <= self.max_temp_duration_min <= 0xFFFF:
-            raise ValueError("max_temp_duration_min must be an integer in [1, 65535], "
-                             f"got {self.max_temp_duration_min!r}")
-
-    @property
-    def max_rate_milli_u_per_h(self) -> int:
-        return milli_floor(self.max_rate_u_per_h)
-
-    @property
-    def max_bolus_milli_u(self) -> int:
-        return milli_floor(self.max_bolus_u)
-
-    @property
-    def bolus_increment_milli_u(self) -> int:
-        return _whole_milli("bolus_increment_u", self.bolus_increment_u)
-
-    @property
-    def rate_increment_milli_u_per_h(self) -> int:
-        return _whole_milli("rate_increment_u_per_h", self.rate_increment_u_per_h)
-
-    @property
-    def scheduled_rate_milli_u_per_h(self) -> int:
-        return _round_down(milli_floor(self.scheduled_basal_u_per_h), self.rate_increment_milli_u_per_h)
-
-    @property
-    def max_validity_ms(self) -> int:
-        return int(self.max_validity_s * 1000)
-
-
-def _round_down(amount: int, increment: int) -> int:
-    return amount - amount % increment
 
 
 _DETAIL = {BadLength: "bad length", BadVersion: "bad version", BadType: "unknown msg_type",
@@ -194,7 +108,8 @@ class VirtualPump:
             raise TypeError("settings must be PumpSettings")
         self.settings = settings
         self._key = check_key(key)
-        self._s = _fresh_state(settings) if state is None else _checked_state(state, settings)
+        self._s = fresh_state(settings) if state is None else checked_state(state, settings)
+        self._ledger = InsulinLedger(self._s["ledger"], settings.hour_cap_milli_u, settings.day_cap_milli_u)
         self.revision = 0
         self.counters: Counter[str] = Counter()
 
@@ -228,7 +143,10 @@ class VirtualPump:
             end = now_ms
             if s["temp_end_ms"] is not None and s["temp_end_ms"] > t:
                 end = min(end, s["temp_end_ms"])
-            self._deliver_basal(self._running_rate() * (end - t))
+            rate = self._running_rate()
+            if rate:  # a span inside one minute: the insulin limits are kept per minute (insulin_caps)
+                end = min(end, (t // MS_PER_MIN + 1) * MS_PER_MIN)
+                self._deliver_basal(t // MS_PER_MIN, rate * (end - t))
             t = end
             s["clock_ms"] = t
             self._expire_temp()
@@ -240,15 +158,27 @@ class VirtualPump:
             s["temp_end_ms"] = None
             s["temp_rate_milli_u_per_h"] = 0
 
-    def _deliver_basal(self, milli_u_ms_per_h: int) -> None:
+    def _deliver_basal(self, minute: int, milli_u_ms_per_h: int) -> None:
+        """Basal of one span inside ``minute``: held at the reservoir and at the insulin limits, never caught up."""
         s = self._s
         s["basal_residual"] += milli_u_ms_per_h
         milli_u, s["basal_residual"] = divmod(s["basal_residual"], MS_PER_H)
+        room = self._ledger.room(minute)
+        if room.milli_u == 0 or milli_u > room.milli_u:
+            milli_u, s["basal_residual"] = room.milli_u, 0
+            if s["limit_hold"] is None:
+                s["limit_hold"] = room.binding
+                self._log_pump_event("basal_hold", f"{room.binding}_limit")
+        elif s["limit_hold"] is not None and room.milli_u >= min(self._running_rate(),
+                                                                 self.settings.hour_cap_milli_u // 2):
+            s["limit_hold"] = None  # released once an hour of this basal (or half the hourly limit) fits again
+            self._log_pump_event("basal_release")
         if milli_u >= s["reservoir_milli_u"]:
             milli_u = s["reservoir_milli_u"]
             s["basal_residual"] = 0
         s["reservoir_milli_u"] -= milli_u
         s["basal_total_milli_u"] += milli_u
+        self._ledger.add(minute, milli_u)
 
     # ------------------------------------------------------------------ views
     def _temp_active(self) -> bool:
@@ -276,6 +206,8 @@ class VirtualPump:
             flags |= PumpFlags.TEMP_BASAL_ACTIVE
         if self._s["reservoir_milli_u"] == 0:
             flags |= PumpFlags.RESERVOIR_EMPTY
+        if self._s["limit_hold"] is not None and self._running_rate():
+            flags |= PumpFlags.LIMIT_HOLD
         return int(flags)
 
     @property
@@ -304,7 +236,13 @@ class VirtualPump:
         copy = dict(self._s)
         copy["ring"] = [dict(entry) for entry in self._s["ring"]]
         copy["history"] = [list(raw) for raw in self._s["history"]]
+        copy["ledger"] = [list(raw) for raw in self._s["ledger"]]
         return copy
+
+    def insulin_room_u(self) -> tuple[float, str]:
+        """(insulin that may still be delivered this minute, "hourly" or "daily": the limit that binds first)."""
+        room = self._ledger.room((self._s["clock_ms"] or 0) // MS_PER_MIN)
+        return room.milli_u / MILLI_PER_U, room.binding
 
     def status(self, seq: int = 0) -> PumpStatus:
         s = self._s
@@ -374,9 +312,12 @@ class VirtualPump:
         bolus = rate = duration = 0
         refusal: tuple[NakReason, str] | None = None
         if command.msg_type == MsgType.BOLUS:
-            bolus = _round_down(command.bolus_milli_u, settings.bolus_increment_milli_u)
+            bolus = round_down(command.bolus_milli_u, settings.bolus_increment_milli_u)
+            room = self._ledger.room(s["clock_ms"] // MS_PER_MIN)
             if command.bolus_milli_u > settings.max_bolus_milli_u:
                 refusal = NakReason.OVER_LIMIT, "bolus above pump max"
+            elif bolus > room.milli_u:
+                refusal = NakReason.OVER_LIMIT, f"{room.binding} insulin limit"
             elif s["suspended"]:
                 refusal = NakReason.SUSPENDED, "pump suspended"
             elif bolus > s["reservoir_milli_u"]:
@@ -400,11 +341,12 @@ class VirtualPump:
             s["reservoir_milli_u"] -= bolus
             s["bolus_total_milli_u"] += bolus
             s["bolus_since_report_milli_u"] += bolus
+            self._ledger.add(s["clock_ms"] // MS_PER_MIN, bolus)
         elif command.msg_type == MsgType.TEMP_BASAL:
             if command.duration_min == 0:
                 s["temp_end_ms"], s["temp_rate_milli_u_per_h"] = None, 0
             else:
-                s["temp_rate_milli_u_per_h"] = _round_down(command.rate_milli_u_per_h,
+                s["temp_rate_milli_u_per_h"] = round_down(command.rate_milli_u_per_h,
                                                            settings.rate_increment_milli_u_per_h)
                 s["temp_end_ms"] = s["clock_ms"] + command.duration_min * MS_PER_MIN
         elif command.msg_type == MsgType.SUSPEND:
@@ -423,14 +365,21 @@ class VirtualPump:
     # ------------------------------------------------------------------ history
     def _log(self, command: Command, bolus_milli_u: int) -> None:
         """One executed command in the delivery history, with the basal that runs after it."""
-        s = self._s
         kind = {MsgType.BOLUS: "bolus", MsgType.SUSPEND: "suspend", MsgType.RESUME: "resume"}.get(
             command.msg_type, "temp_basal" if command.duration_min > 0 else "temp_cancel")
-        rate = s["temp_rate_milli_u_per_h"] if kind == "temp_basal" else 0
+        rate = self._s["temp_rate_milli_u_per_h"] if kind == "temp_basal" else 0
         duration = command.duration_min if kind == "temp_basal" else 0
+        self._append_history([command.seq, self._s["clock_ms"], kind, bolus_milli_u, rate, duration])
+
+    def _log_pump_event(self, kind: str, cause: str = "") -> None:
+        """An entry of the pump's own (seq 0): a basal hold at a limit, or its release."""
+        self._append_history([0, self._s["clock_ms"], kind, 0, 0, 0], cause)
+
+    def _append_history(self, head: list[Any], cause: str = "") -> None:
+        s = self._s
         until = s["temp_end_ms"] if self._temp_active() else None
-        s["history"].append([command.seq, s["clock_ms"], kind, bolus_milli_u, rate, duration, self._running_rate(),
-                             until or 0, 0 if s["suspended"] else self.settings.scheduled_rate_milli_u_per_h])
+        raw = [*head, self._running_rate(), until or 0, 0 if s["suspended"] else self.settings.scheduled_rate_milli_u_per_h]
+        s["history"].append([*raw, cause] if cause else raw)
         cut = s["clock_ms"] - HISTORY_KEEP_MS
         drop = 0
         while drop < len(s["history"]) and (s["history"][drop][1] < cut
@@ -441,8 +390,7 @@ class VirtualPump:
             s["log_start_ms"] = s["history"][0][1]  # nothing before the oldest kept entry is known now
 
     def history_entries(self) -> list[HistoryEntry]:
-        return [HistoryEntry(seq, t, kind, bolus, rate, duration, now, until, then)
-                for seq, t, kind, bolus, rate, duration, now, until, then in self._s["history"]]
+        return [HistoryEntry(*raw) for raw in self._s["history"]]
 
     def _history(self, body: bytes) -> bytes:
         """HISTORY -> one page of the entries at or after ``since_ms`` (read only; a seq fence)."""
@@ -476,90 +424,3 @@ class VirtualPump:
     def _nak(self, seq: int, reason: NakReason, detail: str) -> bytes:
         self.counters[f"nak_{reason.name.lower()}"] += 1
         return Nak(self.settings.device_id, seq, self._s["clock_ms"] or 0, reason, detail).encode(self._key)
-
-
-# ---------------------------------------------------------------------- state
-
-
-def _fresh_state(settings: PumpSettings) -> dict[str, Any]:
-    return {
-        "state_version": STATE_VERSION,
-        "device_id": settings.device_id,
-        "clock_ms": None,
-        "last_seq": 0,
-        "suspended": False,
-        "temp_rate_milli_u_per_h": 0,
-        "temp_end_ms": None,
-        "reservoir_milli_u": milli_floor(settings.reservoir_u),
-        "bolus_total_milli_u": 0,
-        "basal_total_milli_u": 0,
-        "basal_residual": 0,
-        "bolus_since_report_milli_u": 0,
-        "ring": [],
-        "history": [],
-        "log_start_ms": None,
-    }
-
-
-_RING_KEYS = {"seq", "msg_type", "outcome", "bolus_milli_u", "rate_milli_u_per_h", "duration_min", "tag_prefix",
-              "sha256", "reply"}
-
-
-def _checked_state(state: dict[str, Any], settings: PumpSettings) -> dict[str, Any]:
-    """Validate a restored state; ValueError with the reason when it is not usable."""
-    if not isinstance(state, dict):
-        raise ValueError("pump state must be a dict")
-    if state.get("state_version") == 1:  # a pump updated in the field: its log begins now
-        state = {**state, "state_version": STATE_VERSION, "history": [],
-                 "log_start_ms": state.get("clock_ms") or 0}
-    expected = _fresh_state(settings)
-    if set(state) != set(expected):
-        raise ValueError(f"pump state keys differ: missing {sorted(set(expected) - set(state))}, "
-                         f"unexpected {sorted(set(state) - set(expected))}")
-    if state["state_version"] != STATE_VERSION:
-        raise ValueError(f"pump state version {state['state_version']!r}, expected {STATE_VERSION}")
-    if state["device_id"] != settings.device_id:
-        raise ValueError(f"pump state is for device {state['device_id']!r}, not {settings.device_id!r}")
-
-    def is_uint(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-    for key in ("last_seq", "temp_rate_milli_u_per_h", "reservoir_milli_u", "bolus_total_milli_u",
-                "basal_total_milli_u", "basal_residual", "bolus_since_report_milli_u"):
-        if not is_uint(state[key]):
-            raise ValueError(f"pump state {key} must be a non-negative integer, got {state[key]!r}")
-    for key in ("clock_ms", "temp_end_ms"):
-        if state[key] is not None and not is_uint(state[key]):
-            raise ValueError(f"pump state {key} must be null or a non-negative integer, got {state[key]!r}")
-    if not isinstance(state["suspended"], bool):
-        raise ValueError("pump state suspended must be a boolean")
-    ring = state["ring"]
-    if not isinstance(ring, list) or len(ring) > RING_SIZE:
-        raise ValueError(f"pump state ring must be a list of at most {RING_SIZE} entries")
-    for entry in ring:
-        if not isinstance(entry, dict) or set(entry) != _RING_KEYS:
-            raise ValueError(f"pump state ring entry must have keys {sorted(_RING_KEYS)}")
-        try:
-            RingEntry(entry["seq"], MsgType(entry["msg_type"]), entry["outcome"], entry["bolus_milli_u"],
-                      entry["rate_milli_u_per_h"], entry["duration_min"], bytes.fromhex(entry["tag_prefix"]))
-            bytes.fromhex(entry["reply"])
-            if len(bytes.fromhex(entry["sha256"])) != 32:
-                raise ValueError("sha256 must be 32 bytes")
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"pump state ring entry {entry.get('seq')!r}: {exc}") from None
-        if entry["seq"] > state["last_seq"]:
-            raise ValueError("pump state ring holds a seq above last_seq")
-    history = state["history"]
-    if not isinstance(history, list) or len(history) > HISTORY_MAX_ENTRIES:
-        raise ValueError(f"pump state history must be a list of at most {HISTORY_MAX_ENTRIES} entries")
-    for raw in history:
-        try:
-            HistoryEntry(*raw)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"pump state history entry {raw!r}: {exc}") from None
-    if state["log_start_ms"] is not None and not is_uint(state["log_start_ms"]):
-        raise ValueError("pump state log_start_ms must be null or a non-negative integer")
-    copy = dict(state)
-    copy["ring"] = [dict(entry) for entry in ring]
-    copy["history"] = [list(raw) for raw in history]
-    return copy

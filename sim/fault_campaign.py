@@ -26,6 +26,9 @@ then its programmed basal, and the patient keeps living: it waits for
 ``loop/processed`` only briefly when the loop may be down, and always for the
 pump's report (re-asking if the report is lost). At the end the loop is
 restarted once more (the "final restore") with the relay clean, then stopped.
+Then a rogue host with the pump's key sends 29 boluses of its max bolus, and
+the pump is SIGKILLed and restarted before one more (:mod:`sim.fault_pump_caps`):
+the reference firmware must hold its own hourly limit, across the restart.
 
 The pump writes an audit trail (``pump_device --audit-log``: one JSON line per
 dose command it answered). :func:`analyse` compares it with the loop's journal
@@ -47,7 +50,8 @@ and the patient's own log and counts:
   the correction threshold, anything but the programmed basal on stale or
   implausible CGM, a pump executing above its limits or after a command's
   expiry, and, while CGM is stale, a pump running anything but its programmed
-  basal once the last temp basal expired (must be 0);
+  basal once the last temp basal expired, and the rogue host getting more than
+  the pump's hourly limit or any bolus after the pump's restart (must be 0);
 - loop restarts and whether the loop resumed (cycles after the last restart);
 - the patient's TIR / <70 / <54 on true BG.
 
@@ -72,6 +76,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sim.fault_operator import OPERATOR_FAULTS, DiskFull, lose_journal, merged_journal, second_loop_attempt
+from sim.fault_pump_caps import format_pump_caps, hammer_pump
 from sim.hil_patient import HilBus, RemoteLoopController
 
 FAULT_TYPES = ("cgm_dropout", "cgm_spike", "cgm_compression_low", "cgm_duplicate", "cgm_out_of_order",
@@ -592,15 +597,18 @@ def _minute(t: datetime) -> int:
 
 
 def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log: dict[str, Any],
-            final_startup_id: int | None = None) -> dict[str, Any]:
-    """Compare the journal, the pump's audit trail and the patient's log (see the module docstring)."""
+            final_startup_id: int | None = None, audit_limit: int | None = None) -> dict[str, Any]:
+    """Compare the journal, the pump's audit trail and the patient's log (see the module docstring).
+
+    ``audit_limit``: only the first so many audit records are the loop's (the rogue host's follow).
+    """
     from controller.live_config import load_config
     from controller.policy import ControlInput
     from controller.safety import SafetySupervisor
 
     config = load_config(config_path)
     profile, limits = config.profile, config.limits
-    audit = _read_jsonl(audit_path)
+    audit = _read_jsonl(audit_path)[:audit_limit]
     events, unanswered, segments = merged_journal(journal_path)
     if final_startup_id is not None:  # an id of the final journal, which the merge shifted
         final_startup_id += segments[-1]["first_id"] - 1
@@ -999,6 +1007,9 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
                 final = journal.last("startup")
             if final is not None and (before is None or final.id != before.id):
                 final_startup_id = final.id
+            campaign_audit = _read_jsonl(audit_path)
+            say("rogue host: hammering the pump with boluses; it must hold its own limits")
+            pump_caps = hammer_pump(hp, campaign_audit)
             relay_counts = dict(relay.counts)
         finally:
             if bus is not None:
@@ -1011,7 +1022,7 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
     patient_log = {"published": ctrl.published, "treatments": ctrl.treatments, "reports": ctrl.reports,
                    "processed": bus.processed_log}
     report = analyse(out_dir / f"{slug}.journal.sqlite", audit_path, hp.directory / "loop.toml", patient_log,
-                     final_startup_id)
+                     final_startup_id, audit_limit=len(campaign_audit))
     write_trace_csv(run.trace, out_dir / f"{patient}.csv")
     bg = glucose_metrics(run.trace.bg_mg_dl)
     injected = {kind: ctrl.injected.get(kind, 0) for kind in FAULT_TYPES}
@@ -1035,6 +1046,7 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
         "events": ctrl.events,
         "plan": plan.to_dict(),
         "files": {"journal": str(out_dir / f"{slug}.journal.sqlite"), "audit": str(audit_path),
+                  "audit_records_of_the_loop": len(campaign_audit),
                   "loop_log": str(out_dir / f"{slug}.loop.log"), "pump_log": str(out_dir / f"{slug}.pump.log"),
                   "trace": str(out_dir / f"{patient}.csv")},
     }
@@ -1047,6 +1059,10 @@ def run_fault_campaign(patient: str = "adult#003", days: float = 1.0, seed: int 
     report["operator_faults"] = {"second_loops": ctrl.second_loops,
                                  "journals_lost": ctrl.injected.get("journal_loss", 0),
                                  "disk_full_episodes": ctrl.injected.get("disk_full", 0)}
+    report["pump_caps"] = pump_caps
+    for key, n in pump_caps["violations"].items():
+        report["violations"][key] = n
+        report["violations"]["total"] += n
     result = CampaignResult(report)
     report["ok"] = result.ok
     return result
@@ -1103,6 +1119,9 @@ def format_report(report: dict[str, Any]) -> str:
     if harness and not harness["consistent"]:
         lines.append(f"  harness: the patient received {harness['bolus_received_by_patient_u']:.3f} U of bolus, "
                      f"the pump executed {harness['bolus_executed_by_pump_u']:.3f} U")
+    if report.get("pump_caps"):
+        lines.append("")
+        lines.extend(format_pump_caps(report["pump_caps"]))
     lines.append("")
     bg = report["true_bg"]
     lines.append(f"true BG: TIR {bg['tir_70_180']:.1f} %, <70 {bg['below_70']:.1f} %, <54 {bg['below_54']:.1f} %, "

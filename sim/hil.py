@@ -55,6 +55,8 @@ class HilProcesses:
     directory: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     loop_command: list[str] = field(default_factory=list)
+    pump_command: list[str] = field(default_factory=list)
+    pump_log: Path | None = None
     loop_log: Path | None = None
     env: dict[str, str] | None = None
     on_stop: list[Callable[[], None]] = field(default_factory=list)
@@ -96,6 +98,23 @@ class HilProcesses:
                 log.close()
         _wait_for([self.loop_ready_file], self.procs["loop"], wait_s,
                   f"the loop process (see {self.loop_log.name if self.loop_log else 'its log'})")
+
+    def start_pump(self, wait_s: float = 30.0) -> None:
+        """(Re)start the pump process with its state file; return when it listens."""
+        ready = self.directory / "pump.ready"
+        ready.unlink(missing_ok=True)
+        with open(self.pump_log, "ab") if self.pump_log is not None else open(os.devnull, "wb") as log:
+            self.procs["pump"] = subprocess.Popen(self.pump_command, stdout=log, stderr=subprocess.STDOUT,
+                                                  env=self.env, start_new_session=True)
+        _wait_for([ready], self.procs["pump"], wait_s,
+                  f"the pump process (see {self.pump_log.name if self.pump_log else 'its log'})")
+
+    def kill_pump(self) -> None:
+        """SIGKILL the pump process (power pulled: what it did not persist is gone) and reap it."""
+        proc = self.procs.get("pump")
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
     def kill_loop(self) -> None:
         """SIGKILL the loop process (a crash: no cleanup of any kind) and reap it."""
@@ -165,15 +184,22 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
     device_id = f"pump-{slug}"[:16]
     hil_prefix = f"{TOPIC_PREFIX}/{slug}/hil"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    hp.procs["pump"] = subprocess.Popen(
-        [python, "-m", "firmware_bridge.pump_device", "--port", str(pump_tty), "--device-id", device_id,
-         "--key-file", str(key_file), "--state-file", str(run_dir / "pump-state.json"),
-         "--scheduled-basal", repr(profile.basal_u_per_h_at(0)), "--max-rate", repr(limits.max_basal_u_per_h),
-         "--max-bolus", repr(limits.max_bolus_u), "--reservoir", repr(PUMP_RESERVOIR_U),
-         "--hil-broker", f"mqtt://{host}:{port}", "--hil-prefix", hil_prefix,
-         "--ready-file", str(run_dir / "pump.ready"),
-         "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u), *pump_args],
-        stdout=open(out_dir / f"{slug}.pump.log", "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    hp.pump_command = [
+        python, "-m", "firmware_bridge.pump_device", "--port", str(pump_tty), "--device-id", device_id,
+        "--key-file", str(key_file), "--state-file", str(run_dir / "pump-state.json"),
+        "--scheduled-basal", repr(profile.basal_u_per_h_at(0)), "--max-rate", repr(limits.max_basal_u_per_h),
+        "--max-bolus", repr(limits.max_bolus_u), "--reservoir", repr(PUMP_RESERVOIR_U),
+        # the pump's own cumulative limits, independent of the loop: never reached by a loop within its limits
+        "--max-per-hour", repr(round(2 * limits.max_bolus_u + limits.max_basal_u_per_h, 3)),
+        "--max-per-day", repr(round(3 * profile.total_daily_insulin_u, 3)),
+        "--hil-broker", f"mqtt://{host}:{port}", "--hil-prefix", hil_prefix,
+        "--ready-file", str(run_dir / "pump.ready"),
+        "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u), *pump_args]
+    hp.pump_log, hp.env = out_dir / f"{slug}.pump.log", env
+    hp.pump_log.write_bytes(b"")
+    with open(hp.pump_log, "ab") as pump_log:
+        hp.procs["pump"] = subprocess.Popen(hp.pump_command, stdout=pump_log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
 
     # honest in silico: the loop's prior leaves this patient out, as in `glucotwin trial`
     prior_file = run_dir / "prior.json"
@@ -188,7 +214,7 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
             f.write(nightscout_section(nightscout, run_dir))
     hp.loop_command = [python, "-m", "sim.cli", "run", "--config", str(config), "--ready-file",
                        str(hp.loop_ready_file)]
-    hp.loop_log, hp.env = out_dir / f"{slug}.loop.log", env
+    hp.loop_log = out_dir / f"{slug}.loop.log"
     hp.loop_log.write_bytes(b"")
     try:
         hp.start_loop(60.0)

@@ -33,7 +33,7 @@ from firmware_bridge.pump_link import PumpLink
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.virtual_pump import PumpSettings, VirtualPump
 from sim.broker import Mosquitto, find_mosquitto
-from sim.fault_campaign import FAULT_TYPES, RANGE_FAULTS, make_plan, run_fault_campaign
+from sim.fault_campaign import FAULT_TYPES, RANGE_FAULTS, format_report, make_plan, run_fault_campaign
 from sim.fault_relay import FaultRates, FaultRelay
 
 needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto (installed by .ci/run)")
@@ -64,6 +64,11 @@ def test_short_fault_campaign_no_duplicate_no_loss_no_violation(tmp_path):
     assert report["restarts"]["loop_restarts"] >= 1 and report["restarts"]["resumed"] is True
     assert report["doses"]["commands_executed"] > 30 and report["doses"]["boluses_executed"] >= 1
     assert report["journal"]["rejection_reasons"].get("duplicate announcement", 0) >= 1
+    caps = report["pump_caps"]  # the rogue host after the final restore (issue 15 item 3)
+    assert caps["violations"] == {} and caps["naks"].get("over_limit: hourly insulin limit", 0) >= 1, caps
+    assert caps["executed_u"] + caps["bolus_u_in_the_hour_before"] <= caps["hour_cap_u"] + 1e-6
+    assert caps["after_restart"] == "over_limit: hourly insulin limit", caps
+    assert "rogue host (pump limits)" in format_report(report)
     assert result.ok and report["ok"]
     print(f"campaign wall {wall_s:.1f} s")
     _the_checks_are_not_vacuous(tmp_path, report)
@@ -75,7 +80,10 @@ def _the_checks_are_not_vacuous(out: Path, report: dict) -> None:
     from sim.fault_campaign import analyse
 
     config = out / "adult-003.hil" / "loop.toml"
-    audit, journal = Path(report["files"]["audit"]), Path(report["files"]["journal"])
+    journal = Path(report["files"]["journal"])
+    records = Path(report["files"]["audit"]).read_text().splitlines(keepends=True)
+    audit = out / "loop-audit.jsonl"  # the loop's part of the pump's audit trail, without the rogue host's
+    audit.write_text("".join(records[:report["files"]["audit_records_of_the_loop"]]))
     assert analyse(journal, audit, config, {})["duplicates"]["total"] == 0
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
     bolus = next(r for r in lines if r["outcome"] == "executed" and r["type"] == "bolus")

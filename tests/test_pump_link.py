@@ -269,6 +269,31 @@ def test_killed_pump_restarted_with_its_state_file_never_reexecutes(serial_pump:
     assert fresh.query_status().bolus_delivered_total_milli_u == 3000
 
 
+def test_pump_process_keeps_its_hourly_limit_across_a_sigkill(tmp_path: Path, socat: Socat, host: object) -> None:
+    """Issue 15 item 3: 29 boluses of 10 U from an authenticated host; the pump gives what its limit allows."""
+    pump = PumpProc(tmp_path, ["--port", socat.pump, "--max-bolus", "10", "--reservoir", "300",
+                               "--max-per-hour", "25", "--max-per-day", "60"]).start()
+    try:
+        assert "25.000 U per hour, 60.000 U per day" in pump.log_path.read_text()
+        link = make_link(host)
+        outcomes = [link.send(bolus(link, 10.0)) for _ in range(29)]
+        executed = [o for o in outcomes if o.status == "ack"]
+        refused = [o for o in outcomes if o.status == "nak"]
+        assert len(executed) == 2 and len(refused) == 27
+        assert {(o.nak.reason, o.nak.detail) for o in refused if o.nak} == {(NakReason.OVER_LIMIT,
+                                                                            "hourly insulin limit")}
+        status = link.query_status()
+        assert status.bolus_delivered_total_milli_u + status.basal_delivered_total_milli_u <= 25_000
+        pump.kill()
+        pump.start()
+        again = make_link(host)
+        after = again.send(bolus(again, 10.0))
+        assert after.status == "nak" and after.nak is not None and after.nak.detail == "hourly insulin limit"
+        assert again.query_status().bolus_delivered_total_milli_u == 20_000
+    finally:
+        pump.stop()
+
+
 def test_sigterm_stops_cleanly_and_a_bad_state_file_refuses_to_start(serial_pump: PumpProc, host: object) -> None:
     link = make_link(host)
     assert link.send(bolus(link, 0.5)).status == "ack"
