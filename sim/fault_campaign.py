@@ -101,6 +101,10 @@ RELAY_KIND = {"serial_drop_command": "drop_command", "serial_drop_reply": "drop_
               "serial_duplicate_command": "duplicate_command", "serial_duplicate_reply": "duplicate_reply"}
 SAMPLE_MIN = {"Dexcom": 3.0, "GuardianRT": 5.0, "Navigator": 1.0}
 EPS = 1e-6
+IOB_TOLERANCE_U = 0.001
+"""The IOB check's tolerance: one delivery increment of the HIL pump. The loop books what the
+pump reports (rates rounded down to 0.001 U/h, from its history after a journal loss), the
+check replays the journal's deliveries: the two accounts differ below one increment."""
 
 
 # --------------------------------------------------------------------------- the schedule
@@ -798,7 +802,7 @@ def analyse(journal_path: Path, audit_path: Path, config_path: Path, patient_log
         if added > EPS:
             if limit > 0:
                 iob_max_ratio = max(iob_max_ratio, (max(iob, 0.0) + added) / limit)
-            if max(iob, 0.0) + added > limit + EPS:
+            if max(iob, 0.0) + added > limit + IOB_TOLERANCE_U:
                 note(violations, "net_iob_above_limit", {"cycle": d.cycle, "iob_u": round(iob, 4),
                                                          "added_u": round(added, 4), "limit_u": round(limit, 4)})
         account.delivered(t, basal, minutes, bolus)

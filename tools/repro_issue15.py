@@ -102,6 +102,17 @@ with Mosquitto() as broker:
     wait(lambda: count(j6, "reading") >= 300, 60); time.sleep(2)
     print(f"item 10: 300 readings within 30 s -> {count(j6)} decisions")
     stop(a)
+    # 3: an authenticated host (no loop running) sends 29 boluses of 10 U; the pump's own limits
+    from firmware_bridge.protocol import Command, load_key_file
+    from firmware_bridge.pump_link import PumpLink
+    from firmware_bridge.serial_transport import SerialTransport
+    rogue = SerialTransport(str(host_tty)); link = PumpLink(rogue, "pump-1", load_key_file(key), reply_timeout_s=1.0)
+    link.sync(); t = int(time.time() * 1000)
+    outs = [link.send(Command.bolus(link.allocate_seq(), "pump-1", 10.0, t, t + 60_000)) for _ in range(29)]
+    given3 = sum(o.delivered_bolus_u for o in outs if o.status == "ack")
+    why = sorted({o.nak.detail for o in outs if o.nak is not None})
+    print(f"item 3: 29 x 10 U -> {sum(o.status == 'ack' for o in outs)} executed ({given3:.1f} U), refused: {why}")
+    rogue.close()
     sensor.close()
     for p in procs:
         if p.poll() is None: p.kill()
