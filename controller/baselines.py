@@ -1,7 +1,7 @@
 """Baseline policies that glucotwin's controllers are compared against.
 
 simglucose's own basal-bolus controller is used as-is for the ``bb``
-baseline (see ``sim.baselines``); what is here is written in pump units.
+baseline (see ``sim.trial.baselines``); what is here is written in pump units.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a dosing policy sees and what it answers, in pump units.
 
 One serializable input per control cycle and one explained output (STYLE.md).
-Policies never see simglucose's U/min actions: ``sim.adapter`` converts.
+Policies never see simglucose's U/min actions: ``sim.trial.adapter`` converts.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 A leaf package: never imports other glucotwin packages. Importing ``sensors``
 loads only the standard library (the live loop on a Raspberry Pi stays light):
 paho-mqtt and pyserial are imported by :mod:`sensors.mqtt_source` and
-:mod:`sensors.serial_source` only, and the names they define are loaded from
+:mod:`sensors.serial.source` only, and the names they define are loaded from
 here on first use.
 
 - :mod:`sensors.reading`: :class:`GlucoseReading`, :class:`Rejected`, :class:`ReadResult`
-- :mod:`sensors.files`: :func:`read_cgm_file` for iglu CSV, Dexcom Clarity CSV and
+- :mod:`sensors.files.read`: :func:`read_cgm_file` for iglu CSV, Dexcom Clarity CSV and
   Nightscout entries JSON (one reader module each: ``file_iglu``, ``file_clarity``,
   ``file_nightscout``)
 - :mod:`sensors.validation`: :class:`ReadingValidator` judges live readings against
@@ -15,15 +15,15 @@ here on first use.
 - :mod:`sensors.nightscout_entry`: single Nightscout entries and carb treatments
   (:class:`CarbAnnouncement`) as carried by MQTT
 - :mod:`sensors.mqtt_source`: :class:`MqttCgmSource`, :class:`MqttCgmPublisher`, :class:`MqttSettings`
-- :mod:`sensors.serial_source`: :class:`SerialCgmSource` (COBS frames or text lines,
-  :mod:`sensors.serial_frames`; see ``sensors/SERIAL.md``)
+- :mod:`sensors.serial.source`: :class:`SerialCgmSource` (COBS frames or text lines,
+  :mod:`sensors.serial.frames`; see ``sensors/SERIAL.md``)
 - :mod:`sensors.nightscout_receiver`: :class:`~sensors.nightscout_receiver.NightscoutReceiver`,
   a Nightscout REST API v1 receiver (xDrip+ and other uploaders feed the loop; stdlib only)
 """
 
 from typing import Any
 
-from sensors.files import FORMATS, detect_format, parse_cgm_text, read_cgm_file
+from sensors.files.read import FORMATS, detect_format, parse_cgm_text, read_cgm_file
 from sensors.nightscout_entry import (
     CarbAnnouncement,
     announcement_to_treatment,
@@ -38,7 +38,7 @@ _LAZY = {
     "MqttCgmPublisher": "sensors.mqtt_source",
     "MqttCgmSource": "sensors.mqtt_source",
     "MqttSettings": "sensors.mqtt_source",
-    "SerialCgmSource": "sensors.serial_source",
+    "SerialCgmSource": "sensors.serial.source",
 }
 
 

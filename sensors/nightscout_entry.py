@@ -10,7 +10,7 @@ A CGM **entry** (one object per reading)::
      "device": "xDrip-DexcomG6", "noise": 1}
 
 is parsed by :func:`entry_to_reading` with exactly the rules of the Nightscout
-file reader (:mod:`sensors.file_nightscout`: ``sgv`` mg/dL, 39 is a clipped
+file reader (:mod:`sensors.files.nightscout`: ``sgv`` mg/dL, 39 is a clipped
 ``LOW``, ``date`` epoch ms preferred over ``dateString``), and written by
 :func:`reading_to_entry`.
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sensors.file_nightscout import (
+from sensors.files.nightscout import (
     DEXCOM_LOW_CODE,
     SOURCE as NIGHTSCOUT_SOURCE,
     nightscout_number,

@@ -104,7 +104,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from sensors._queue import MAX_QUEUED_ITEMS, BoundedItems
-from sensors.file_nightscout import nightscout_number, nightscout_time, raw_json
+from sensors.files.nightscout import nightscout_number, nightscout_time, raw_json
 from sensors.nightscout_entry import CARB_EVENT_TYPES, CarbAnnouncement, entry_to_reading, treatment_to_announcement
 from sensors.reading import GlucoseReading, Rejected
 

@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "run_trial": "sim.trial",
-    "TrialProtocol": "sim.protocol",
-    "PolicyController": "sim.adapter",
-    "SimglucoseController": "sim.controllers",
-    "glucose_metrics": "sim.metrics",
-    "clinical_profile": "sim.cohort",
-    "PATIENTS": "sim.cohort",
+    "run_trial": "sim.trial.run",
+    "TrialProtocol": "sim.trial.protocol",
+    "PolicyController": "sim.trial.adapter",
+    "SimglucoseController": "sim.trial.controllers",
+    "glucose_metrics": "sim.trial.metrics",
+    "clinical_profile": "sim.trial.cohort",
+    "PATIENTS": "sim.trial.cohort",
 }
 
 __all__ = sorted(_LAZY)

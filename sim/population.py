@@ -66,8 +66,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from controller.policy import ControlInput, Dose
-from sim.adapter import basal_u_per_h_to_u_per_min, bolus_u_to_u_per_min, rate_per_min_to_amount
-from sim.protocol import ARMS, BENCHMARK_START, SENSORS
+from sim.trial.adapter import basal_u_per_h_to_u_per_min, bolus_u_to_u_per_min, rate_per_min_to_amount
+from sim.trial.protocol import ARMS, BENCHMARK_START, SENSORS
 from twin.model import MealState, glucose_mg_dl, simulate, stable_substeps
 from twin.model_params import PARAMETER_NAMES, ModelParams, initial_state_from_mapping
 from twin.profile import PatientProfile, flat_basal
@@ -208,7 +208,7 @@ class VirtualPatient:
 @functools.lru_cache(maxsize=None)
 def _base(name: str) -> tuple[dict[str, float], np.ndarray, PatientProfile]:
     """Base patient: simulator parameters and initial state (the plant's), clinical profile."""
-    from sim.cohort import clinical_profile, simulator_parameters
+    from sim.trial.cohort import clinical_profile, simulator_parameters
 
     row = simulator_parameters(name).to_dict()
     params = {k: float(row[k]) for k in PARAMETER_NAMES}
@@ -242,14 +242,14 @@ def _steady_state(p: dict[str, float], base_x0: np.ndarray) -> np.ndarray:
 
 def base_patient(index: int) -> str:
     """The simglucose patient virtual patient ``index`` is built on: groups in turn, then numbers."""
-    from sim.cohort import GROUPS
+    from sim.trial.cohort import GROUPS
 
     return f"{GROUPS[index % 3]}#{(index // 3) % 10 + 1:03d}"
 
 
 def virtual_patient(population_seed: int, index: int) -> VirtualPatient:
     """Virtual patient ``index`` of the population with seed ``population_seed`` (module docstring)."""
-    from sim.cohort import group_of
+    from sim.trial.cohort import group_of
 
     base = base_patient(index)
     base_params, base_x0, clinic = _base(base)
@@ -299,7 +299,7 @@ def plant_substeps() -> int:
     A fixed number for all populations, so that a patient's trajectory does not
     depend on which patients share its batch (1 for the documented bounds).
     """
-    from sim.cohort import PATIENTS
+    from sim.trial.cohort import PATIENTS
 
     rows = []
     for name in PATIENTS:
@@ -432,7 +432,7 @@ class ProfileBasalBolus:
 
 @functools.lru_cache(maxsize=None)
 def _prior_without(base: str):
-    from sim.priors import population_prior
+    from sim.trial.priors import population_prior
 
     return population_prior(exclude=base)
 
@@ -472,7 +472,7 @@ _PROGRESS_EVERY_MIN = 60
 def simulate_chunk(spec: PopulationSpec, indices: Sequence[int], traces: bool = False,
                    progress: Callable[[str, float], None] | None = None) -> ChunkResult:
     """Closed loop for virtual patients ``indices``: the plant stepped as one batch, one controller each."""
-    from sim.metrics import glucose_metrics
+    from sim.trial.metrics import glucose_metrics
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     indices = tuple(int(i) for i in indices)
@@ -630,9 +630,9 @@ def protocol_description(spec: PopulationSpec) -> dict[str, Any]:
 
 def build_population_summary(spec: PopulationSpec, chunks: Sequence[ChunkResult]) -> dict[str, Any]:
     """The deterministic part of ``summary.json`` (everything but ``run``)."""
-    from sim.cohort import GROUPS
-    from sim.metrics import mean_metrics, safety_rank_key
-    from sim.summary import versions
+    from sim.trial.cohort import GROUPS
+    from sim.trial.metrics import mean_metrics, safety_rank_key
+    from sim.trial.summary import versions
 
     patients: dict[str, dict[str, Any]] = {}
     for chunk in sorted(chunks, key=lambda c: c.indices[0]):
@@ -701,7 +701,7 @@ class PopulationResult:
 
 
 def _run_once(spec, engine, chunks, traces, progress, desc) -> tuple[list[ChunkResult], float]:
-    from sim.runner import _Progress
+    from sim.trial.runner import _Progress
 
     bar = _Progress(total_min=spec.patient_days * MIN_PER_DAY, enabled=progress, desc=desc)
     tic = time.perf_counter()
@@ -732,7 +732,7 @@ def run_population(
     the only part of the summary that changes between identical runs.
     """
     from sim.engine import LocalEngine, default_workers, make_engine
-    from sim.runner import check_writable
+    from sim.trial.runner import check_writable
 
     if engine is None or isinstance(engine, str):
         kind = engine or "local"

@@ -5,7 +5,7 @@ A report is ONE HTML file: inline CSS, PNG figures embedded as base64
 archived next to the result or opened offline.
 
 Trial and HIL runs (a directory with ``summary.json`` and one trace CSV per
-patient, as :func:`sim.trial.run_trial` writes it):
+patient, as :func:`sim.trial.run.run_trial` writes it):
 
 - the protocol and plant, from ``summary.json`` (controller, arm, days,
   sensor, pump, seeds, scenario, versions), so the result can be rerun;
@@ -15,7 +15,7 @@ patient, as :func:`sim.trial.run_trial` writes it):
 - time-in-ranges stacked bars (<54, 54-69, 70-180, 181-250, >250 mg/dL) per
   patient and per group;
 - metrics tables per patient, on true BG and separately on CGM (the values of
-  ``summary.json``, computed by :mod:`sim.metrics`; GMI = 3.31 + 0.02392 ×
+  ``summary.json``, computed by :mod:`sim.trial.metrics`; GMI = 3.31 + 0.02392 ×
   mean), with group and cohort rows (means over patients);
 - the worst patient's trace in detail and every patient's trace as small
   multiples: BG, CGM, the twin's estimate and forecasts when the trace has
@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.metrics import glucose_metrics, mean_metrics
-from sim.trace import Trace, read_trace_csv, trace_filename
+from sim.trial.metrics import glucose_metrics, mean_metrics
+from sim.trial.trace import Trace, read_trace_csv, trace_filename
 
 REPORT_FILENAME = "report.html"
 DISCLAIMER = "glucotwin is research software, not a medical device: not for treatment decisions."
@@ -64,7 +64,7 @@ TARGET_MG_DL = (70.0, 180.0)
 GROUP_ORDER = ("adolescent", "adult", "child")
 _PLURAL = {"adolescent": "adolescents", "adult": "adults", "child": "children"}
 
-# Time-in-ranges bands: (label, lower edge, colour); percentages follow sim.metrics:
+# Time-in-ranges bands: (label, lower edge, colour); percentages follow sim.trial.metrics:
 # <54 = below_54, 54-69 = below_70 - below_54, 70-180 = in_range_70_180,
 # 181-250 = above_180 - above_250, >250 = above_250.
 TIR_BANDS = (
@@ -914,9 +914,9 @@ def report_after_run(directory: str | Path) -> Path | None:
 
 
 def read_forecasts_csv(path: str | Path):
-    """Forecast rows from a CSV written by :func:`sim.replay.write_forecasts_csv`."""
-    from sim.forecast_eval import ForecastRow
-    from sim.replay import FORECAST_COLUMNS
+    """Forecast rows from a CSV written by :func:`sim.forecast.replay.write_forecasts_csv`."""
+    from sim.forecast.scoring import ForecastRow
+    from sim.forecast.replay import FORECAST_COLUMNS
 
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:
@@ -1049,7 +1049,7 @@ def _fig_replay_forecasts(by_subject, forecasts, horizons: Sequence[float], zone
 def replay_report_html(report: Mapping[str, Any], readings: Sequence[Any] | None = None,
                        forecasts: Sequence[Any] | None = None, tz: str | None = None,
                        source: str = "") -> str:
-    """The HTML report of a replay: ``report`` is :func:`sim.replay.build_report`'s dict.
+    """The HTML report of a replay: ``report`` is :func:`sim.forecast.replay.build_report`'s dict.
 
     ``readings`` (the file's :class:`~sensors.GlucoseReading` list) give the AGP,
     time in ranges and traces; ``forecasts`` (ForecastRow list) the forecasts
@@ -1167,7 +1167,7 @@ def write_replay_report(json_path: str | Path, out: str | Path | None = None) ->
     relative to the JSON's directory); a forecasts CSV is looked for beside
     the JSON (same name with ``.csv`` first, else the only forecasts CSV there).
     """
-    from sim.replay import REPORT_FORMAT, load_cgm_file
+    from sim.forecast.replay import REPORT_FORMAT, load_cgm_file
 
     json_path = Path(json_path)
     try:

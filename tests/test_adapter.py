@@ -13,8 +13,8 @@ from simglucose.simulation.sim_engine import SimObj
 
 from controller.baselines import BasalOnly
 from controller.policy import ControlInput, Dose
-from sim.adapter import PolicyController, dose_to_action, rate_per_min_to_amount
-from sim.cohort import clinical_profile
+from sim.trial.adapter import PolicyController, dose_to_action, rate_per_min_to_amount
+from sim.trial.cohort import clinical_profile
 
 
 def test_dose_to_simglucose_action_units():

@@ -31,7 +31,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sim.broker import Mosquitto, find_mosquitto, free_port
+from sim.hil.broker import Mosquitto, find_mosquitto, free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
 WAIT_S = 5.0

@@ -91,7 +91,7 @@ import socket  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from controller.config_ranges import toml_repr  # noqa: E402
+from controller.loop.config.ranges import toml_repr  # noqa: E402
 
 
 def _toml(sections: dict) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sim.cohort import PATIENTS, clinical_profile, group_of, patient_index, patients_in_group, simulator_parameters
+from sim.trial.cohort import PATIENTS, clinical_profile, group_of, patient_index, patients_in_group, simulator_parameters
 from twin.profile import BasalSegment, PatientProfile, flat_basal
 
 

@@ -8,8 +8,8 @@ import pytest
 from controller.mpc import MPCSettings, ZoneMPC
 from controller.policy import ControlInput
 from controller.twin_policy import TwinMPCPolicy, floor_to_increment
-from sim.cohort import clinical_profile
-from sim.priors import population_prior
+from sim.trial.cohort import clinical_profile
+from sim.trial.priors import population_prior
 from twin.estimator import TwinEstimator
 from twin.personalize import personalize
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from sim.engine import LocalEngine, make_engine
-from sim.protocol import TrialProtocol
-from sim.trace import read_trace_csv
-from sim.trial import run_trial
+from sim.trial.protocol import TrialProtocol
+from sim.trial.trace import read_trace_csv
+from sim.trial.run import run_trial
 
 pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'glucotwin[dask]'")
 

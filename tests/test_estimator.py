@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from sim.cohort import clinical_profile
-from sim.forecast_check import forecast_accuracy
-from sim.priors import population_prior
+from sim.trial.cohort import clinical_profile
+from sim.forecast.closed_loop import forecast_accuracy
+from sim.trial.priors import population_prior
 from twin.estimator import EstimatorSettings, TwinEstimator
 from twin.model import simulate
 from twin.personalize import default_prior, personalize

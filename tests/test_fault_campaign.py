@@ -32,9 +32,9 @@ from firmware_bridge.pump_device import PumpProcess, wall_clock_ms
 from firmware_bridge.pump_link import PumpLink
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.virtual_pump import PumpSettings, VirtualPump
-from sim.broker import Mosquitto, find_mosquitto
-from sim.fault_campaign import FAULT_TYPES, RANGE_FAULTS, format_report, make_plan, run_fault_campaign
-from sim.fault_relay import FaultRates, FaultRelay
+from sim.hil.broker import Mosquitto, find_mosquitto
+from sim.hil.faults.campaign import FAULT_TYPES, RANGE_FAULTS, format_report, make_plan, run_fault_campaign
+from sim.hil.faults.relay import FaultRates, FaultRelay
 
 needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto (installed by .ci/run)")
 KEY = bytes(range(32))
@@ -76,8 +76,8 @@ def test_short_fault_campaign_no_duplicate_no_loss_no_violation(tmp_path):
 
 def _the_checks_are_not_vacuous(out: Path, report: dict) -> None:
     """Doctored copies of the campaign's audit trail and journal are caught by the same analysis."""
-    from controller.journal import Journal
-    from sim.fault_campaign import analyse
+    from controller.loop.journal import Journal
+    from sim.hil.faults.campaign import analyse
 
     config = out / "adult-003.hil" / "loop.toml"
     journal = Path(report["files"]["journal"])
@@ -254,7 +254,7 @@ class _Pump:
         return self.seq
 
     def execute(self, order):
-        from controller.ports import PumpOutcome
+        from controller.loop.ports import PumpOutcome
 
         return PumpOutcome(order.seq, "ack", order.bolus_u, order.rate_u_per_h or None)
 
@@ -278,8 +278,8 @@ _payloads = st.one_of(
 
 @needs_broker
 def test_random_mqtt_payloads_never_stop_the_loop(tmp_path):
-    from controller.journal import Journal
-    from controller.runtime import ClosedLoop, LoopSettings
+    from controller.loop.journal import Journal
+    from controller.loop.runtime import ClosedLoop, LoopSettings
     from controller.twin_policy import TwinMPCPolicy
     from sensors.mqtt_source import MqttCgmPublisher, MqttCgmSource, MqttSettings
     from sensors.reading import GlucoseReading

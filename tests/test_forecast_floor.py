@@ -1,12 +1,12 @@
-"""The oracle floor of forecast error (sim/forecast_floor.py), on a real simglucose run."""
+"""The oracle floor of forecast error (sim/forecast/floor.py), on a real simglucose run."""
 
 import numpy as np
 import pytest
 
-from sim.forecast_check import CONTROLLERS, baseline_errors, forecast_errors
-from sim.forecast_floor import oracle_errors, scenario_carbs_per_min
-from sim.protocol import TrialProtocol
-from sim.runner import run_patients
+from sim.forecast.closed_loop import CONTROLLERS, baseline_errors, forecast_errors
+from sim.forecast.floor import oracle_errors, scenario_carbs_per_min
+from sim.trial.protocol import TrialProtocol
+from sim.trial.runner import run_patients
 
 RANGE = (39.0, 600.0)
 

@@ -15,11 +15,11 @@ import shutil
 import numpy as np
 import pytest
 
-from controller.journal import Journal
-from sim.broker import find_mosquitto
-from sim.hil import run_hil
-from sim.protocol import TrialProtocol
-from sim.trial import run_trial
+from controller.loop.journal import Journal
+from sim.hil.broker import find_mosquitto
+from sim.hil.rig import run_hil
+from sim.trial.protocol import TrialProtocol
+from sim.trial.run import run_trial
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
                                 reason="needs mosquitto and socat (installed by .ci/run)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.live_config import ConfigError, load_config, parse_config, profile_to_toml
+from controller.loop.config.live_config import ConfigError, load_config, parse_config, profile_to_toml
 from twin.profile import BasalSegment, PatientProfile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "glucotwin.example.toml"
@@ -83,9 +83,9 @@ import tomllib  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from controller import config_ranges  # noqa: E402
-from controller.config_preflight import preflight  # noqa: E402
-from controller.config_ranges import SETTINGS, Bound, Context, check_config, render_markdown  # noqa: E402
+from controller.loop.config import ranges as config_ranges  # noqa: E402
+from controller.loop.config.preflight import preflight  # noqa: E402
+from controller.loop.config.ranges import SETTINGS, Bound, Context, check_config, render_markdown  # noqa: E402
 
 CONFIG_MD = Path(__file__).resolve().parents[1] / "deploy" / "CONFIG.md"
 
@@ -234,7 +234,7 @@ def test_cross_section_ranges():
 
 def test_config_reference_is_generated_from_the_table():
     assert CONFIG_MD.read_text() == render_markdown(), \
-        "deploy/CONFIG.md is stale: python -m controller.config_ranges > deploy/CONFIG.md"
+        "deploy/CONFIG.md is stale: python -m controller.loop.config.ranges > deploy/CONFIG.md"
     text = CONFIG_MD.read_text()
     for s in SETTINGS:
         assert f"| `{s.key}` |" in text and s.reason in text
@@ -243,8 +243,8 @@ def test_config_reference_is_generated_from_the_table():
 def test_the_table_covers_every_field_of_the_settings_it_builds():
     from dataclasses import fields
 
-    from controller.live_config import MqttEndpoint, NightscoutEndpoint, PumpEndpoint, SensorEndpoint
-    from controller.runtime import LoopSettings
+    from controller.loop.config.live_config import MqttEndpoint, NightscoutEndpoint, PumpEndpoint, SensorEndpoint
+    from controller.loop.runtime import LoopSettings
     from controller.safety import SafetyLimits
 
     keys = {(s.section, s.key) for s in SETTINGS}
@@ -270,12 +270,12 @@ def test_constants_agree_with_the_components_they_describe():
 
 
 def test_every_hil_generated_config_loads():
-    """sim/hil.py writes a loop config per patient with profile_to_toml; all 30 must keep loading."""
+    """sim/hil/rig.py writes a loop config per patient with profile_to_toml; all 30 must keep loading."""
     pytest.importorskip("simglucose")
-    from sim.cohort import clinical_profile
-    from sim.hil import loop_config_text
-    from sim.hil_nightscout import NightscoutTarget, nightscout_section
-    from sim.protocol import TrialProtocol
+    from sim.trial.cohort import clinical_profile
+    from sim.hil.rig import loop_config_text
+    from sim.hil.nightscout import NightscoutTarget, nightscout_section
+    from sim.trial.protocol import TrialProtocol
 
     for sensor in ("Dexcom", "GuardianRT", "Navigator"):
         for group in ("adolescent", "adult", "child"):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.journal import Journal
+from controller.loop.journal import Journal
 from sensors.mqtt_source import MqttCgmPublisher, MqttSettings
 from sensors.reading import GlucoseReading
-from sim.broker import Mosquitto, find_mosquitto
+from sim.hil.broker import Mosquitto, find_mosquitto
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
                                 reason="needs mosquitto and socat (installed by .ci/run)")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.journal import Journal
+from controller.loop.journal import Journal
 from sensors.mqtt_source import MqttCgmPublisher, MqttSettings
 from sensors.reading import GlucoseReading
-from sim.broker import Mosquitto, find_mosquitto
+from sim.hil.broker import Mosquitto, find_mosquitto
 from test_live_run import CONFIG, wait_for
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,

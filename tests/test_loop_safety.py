@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.journal import Journal, JournalCorrupt, JournalLocked
-from controller.ports import PumpHistory, PumpHistoryEntry, PumpHistoryUnavailable, PumpOrder, PumpOutcome
-from controller.runtime import ClosedLoop, LoopSettings
+from controller.loop.journal import Journal, JournalCorrupt, JournalLocked
+from controller.loop.ports import PumpHistory, PumpHistoryEntry, PumpHistoryUnavailable, PumpOrder, PumpOutcome
+from controller.loop.runtime import ClosedLoop, LoopSettings
 from controller.twin_policy import TwinMPCPolicy
 from sensors.reading import GlucoseReading
 from test_runtime import PROFILE, T0, Clock, ListSource, MemoryPump, reading
@@ -72,7 +72,7 @@ def run(loop: ClosedLoop, source: ListSource, clock: Clock, minutes: list[float]
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_sigkill_releases_it(tmp_path):
     path = tmp_path / "j.sqlite"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom controller.journal import Journal\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom controller.loop.journal import Journal\n"
                                f"j = Journal({str(path)!r})\nprint('open', flush=True)\ntime.sleep(60)\n"],
                               stdout=subprocess.PIPE, cwd=os.getcwd())
     try:
@@ -262,7 +262,7 @@ def test_a_gap_longer_than_the_twins_memory_restarts_the_twin_instead_of_integra
 
 
 def test_the_lockstep_clock_refuses_a_reading_a_year_ahead():
-    from sim.live import ReadingClock
+    from controller.loop.live import ReadingClock
 
     clock = ReadingClock()
     assert clock.observe(GlucoseReading(T0, 150, "t"))
@@ -327,7 +327,7 @@ def test_salvage_refuses_while_a_loop_holds_the_journal(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from controller.pump_history import missing_bookings  # noqa: E402
+from controller.loop.pump_history import missing_bookings  # noqa: E402
 
 
 @st.composite

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.cohort import clinical_profile, simulator_parameters
-from sim.meal_info import MealInformation
-from sim.protocol import TrialProtocol
-from sim.runner import simulate_patient
+from sim.trial.cohort import clinical_profile, simulator_parameters
+from sim.trial.meal_info import MealInformation
+from sim.trial.protocol import TrialProtocol
+from sim.trial.runner import simulate_patient
 
 START = datetime(2025, 1, 1)
 
@@ -67,7 +67,7 @@ def test_meal_delay_is_validated_and_reaches_the_controller_late():
 
 
 def test_the_oracle_twin_is_the_simulator_patient_and_runs_a_trial():
-    from sim.oracle import oracle_twin
+    from sim.trial.oracle import oracle_twin
 
     row = simulator_parameters("child#008")
     twin = oracle_twin(clinical_profile("child#008"))
@@ -94,7 +94,7 @@ def test_no_control_path_module_builds_the_oracle():
     for package in ("controller", "twin", "sensors", "firmware_bridge"):
         for path in (root / package).glob("*.py"):
             text = path.read_text()
-            assert "sim.oracle" not in text and "simulator_parameters" not in text, path
+            assert "sim.trial.oracle" not in text and "simulator_parameters" not in text, path
     for path in (root / "sim").glob("*.py"):  # only the trial's controller table names it
         if path.name not in ("oracle.py", "baselines.py"):
-            assert "sim.oracle" not in path.read_text(), path
+            assert "sim.trial.oracle" not in path.read_text(), path

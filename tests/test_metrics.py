@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from simglucose.analysis.risk import risk_index
 
-from sim.metrics import METRIC_NAMES, glucose_metrics, mean_metrics, risk_f, safety_rank_key
+from sim.trial.metrics import METRIC_NAMES, glucose_metrics, mean_metrics, risk_f, safety_rank_key
 
 
 def test_time_in_ranges_by_hand():

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.journal import Journal
-from controller.nightscout_docs import CycleEvents, cycle_documents, pred_bgs, reading_entry
-from controller.nightscout_uploader import NightscoutClient, NightscoutUploader, PostResult, api_secret_hash
-from controller.ports import PumpOrder, PumpOutcome
-from controller.runtime import ClosedLoop, LoopSettings
+from controller.loop.journal import Journal
+from controller.loop.nightscout.docs import CycleEvents, cycle_documents, pred_bgs, reading_entry
+from controller.loop.nightscout.uploader import NightscoutClient, NightscoutUploader, PostResult, api_secret_hash
+from controller.loop.ports import PumpOrder, PumpOutcome
+from controller.loop.runtime import ClosedLoop, LoopSettings
 from controller.twin_policy import TwinMPCPolicy
 from sensors.nightscout_entry import CarbAnnouncement, reading_to_entry
 from sensors.nightscout_receiver import NightscoutReceiver
@@ -466,7 +466,7 @@ def test_first_use_on_an_old_journal_uploads_only_the_backfill(tmp_path):
 def test_fully_closed_loop_announcements_are_uploaded_as_carbs_with_a_note(tmp_path):
     payload = {**CarbAnnouncement(T0, 30.0, "mqtt:phone").to_dict(), "ignored": "fcl"}
     with Journal(tmp_path / "j.sqlite") as journal:
-        journal.append("announcement", T0.isoformat(), payload)  # as sim/live.py journals it in FCL
+        journal.append("announcement", T0.isoformat(), payload)  # as controller/loop/live.py journals it in FCL
         hcl = CarbAnnouncement(T0, 20.0, "mqtt:phone").to_dict()
         journal.append("announcement", T0.isoformat(), hcl)  # HCL: the cycle that uses it uploads it
         poster = Flaky([])
@@ -507,7 +507,7 @@ def config_data(tmp_path, nightscout: dict | None, sensor: str = "mqtt") -> dict
 
 
 def test_the_nightscout_section_is_optional_and_checked(tmp_path):
-    from controller.live_config import ConfigError, parse_config
+    from controller.loop.config.live_config import ConfigError, parse_config
 
     assert parse_config(config_data(tmp_path, None)).nightscout is None
     secret = str(tmp_path / "ns.secret")
@@ -529,8 +529,8 @@ def test_the_nightscout_section_is_optional_and_checked(tmp_path):
 
 
 def test_sensor_transport_nightscout_runs_the_receiver(tmp_path):
-    from controller.live_config import parse_config
-    from sim.live import build_source
+    from controller.loop.config.live_config import parse_config
+    from controller.loop.live import build_source
 
     port = free_port()
     section = {"upload": False, "receive": True, "api_secret_file": str(tmp_path / "ns.secret"),
@@ -551,10 +551,10 @@ def test_sensor_transport_nightscout_runs_the_receiver(tmp_path):
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat and mosquitto (installed by .ci/run)")
 def test_hil_loop_uploads_to_nightscout(tmp_path):
-    from sim.broker import find_mosquitto
-    from sim.hil import run_hil
-    from sim.hil_nightscout import NightscoutTarget
-    from sim.protocol import TrialProtocol
+    from sim.hil.broker import find_mosquitto
+    from sim.hil.rig import run_hil
+    from sim.hil.nightscout import NightscoutTarget
+    from sim.trial.protocol import TrialProtocol
 
     if find_mosquitto() is None:
         pytest.skip("needs mosquitto")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.systemd_notify import Notifier
+from controller.loop.systemd_notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "systemd" / "glucotwin.service"
@@ -61,7 +61,7 @@ def test_notifier_speaks_the_sd_notify_protocol(tmp_path):
 
 def test_live_path_imports_no_simulator_pandas_or_matplotlib():
     code = ("import sys; from sim.cli import main\n"
-            "import sim.live, sim.cli_run, controller.runtime, sensors.mqtt_source, sensors.serial_source\n"
+            "import controller.loop.live, sim.cli.run, controller.loop.runtime, sensors.mqtt_source, sensors.serial.source\n"
             "import firmware_bridge.pump_link, firmware_bridge.serial_transport\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('simglucose', 'pandas', 'matplotlib', 'gym'))\n"
             "print(','.join(heavy))")
@@ -72,9 +72,9 @@ def test_live_path_imports_no_simulator_pandas_or_matplotlib():
 @pytest.mark.skipif(shutil.which("socat") is None or shutil.which("mosquitto") is None and
                     not os.path.exists("/usr/sbin/mosquitto"), reason="needs mosquitto and socat")
 def test_the_running_loop_sends_ready_and_watchdog(tmp_path, monkeypatch):
-    from sim.broker import Mosquitto
-    from sim.hil import start_patient_processes
-    from sim.protocol import TrialProtocol
+    from sim.hil.broker import Mosquitto
+    from sim.hil.rig import start_patient_processes
+    from sim.trial.protocol import TrialProtocol
 
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server, Mosquitto() as broker:

@@ -9,7 +9,7 @@ import pytest
 
 from controller.policy import ControlInput
 from sim.cli import main
-from sim.cohort import clinical_profile, simulator_parameters
+from sim.trial.cohort import clinical_profile, simulator_parameters
 from sim.population import (
     PLANT,
     VARIATIONS,
@@ -26,7 +26,7 @@ from sim.population import (
     sensor_noise,
     virtual_patient,
 )
-from sim.protocol import BENCHMARK_START
+from sim.trial.protocol import BENCHMARK_START
 from twin.model import basal_insulin_u_per_min, derivatives, simulate
 from twin.model_params import ModelParams
 

@@ -337,7 +337,7 @@ def _status_or_none(link: PumpLink) -> PumpStatus | None:
 
 
 def _mqtt_available() -> bool:
-    from sim.broker import find_mosquitto
+    from sim.hil.broker import find_mosquitto
 
     return find_mosquitto() is not None
 
@@ -350,7 +350,7 @@ def test_hil_clock_message_gets_a_pump_report(tmp_path: Path, socat: Socat, host
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from sim.broker import Mosquitto
+    from sim.hil.broker import Mosquitto
 
     prefix = "glucotwin/adult001/hil"
     with Mosquitto() as broker:
@@ -398,7 +398,7 @@ def test_hil_clock_message_gets_a_pump_report(tmp_path: Path, socat: Socat, host
 @needs_mosquitto
 def test_pump_over_mqtt_with_the_host_mqtt_transport(tmp_path: Path) -> None:
     from firmware_bridge.mqtt_transport import MqttTransport
-    from sim.broker import Mosquitto
+    from sim.hil.broker import Mosquitto
 
     with Mosquitto() as broker:
         pump = PumpProc(tmp_path, ["--mqtt-broker", broker.url, "--mqtt-prefix", "glucotwin/test"]).start()
@@ -432,7 +432,7 @@ def test_pump_over_tls_with_passwords_under_the_shipped_acl(tmp_path: Path) -> N
         pytest.skip("needs openssl, mosquitto_passwd, deploy/mosquitto/make-certs.sh and deploy/mosquitto/acl")
     from firmware_bridge.mqtt_transport import MqttTransport
     from firmware_bridge.transport import TransportError
-    from sim.broker import Mosquitto, free_port
+    from sim.hil.broker import Mosquitto, free_port
 
     # Not under pytest's 0700 tmp: mosquitto started as root reads these as its own user.
     etc = Path(tempfile.mkdtemp(prefix="glucotwin-pump-tls-"))

@@ -18,8 +18,8 @@ import pytest
 
 from sensors.reading import GlucoseReading
 from sim.cli import main
-from sim.forecast_eval import ForecastRow, TruthIndex, evaluate
-from sim.replay import (
+from sim.forecast.scoring import ForecastRow, TruthIndex, evaluate
+from sim.forecast.replay import (
     FORECAST_COLUMNS,
     ForecastMethod,
     available_methods,
@@ -260,7 +260,7 @@ def test_forecasts_csv_columns_and_iso_times(tmp_path):
 
 
 def test_methods_are_pluggable_and_twin_is_listed_either_way(monkeypatch):
-    import sim.replay
+    import sim.forecast.replay
 
     available, unavailable = available_methods()
     assert {"persistence", "linear"} <= set(available)
@@ -269,7 +269,7 @@ def test_methods_are_pluggable_and_twin_is_listed_either_way(monkeypatch):
     class LastOfThree(Persistence):
         name = "last-of-three"
 
-    monkeypatch.setitem(sim.replay._registered, "last-of-three",
+    monkeypatch.setitem(sim.forecast.replay._registered, "last-of-three",
                         ForecastMethod("last-of-three", lambda profile: LastOfThree, "none"))
     available, _ = available_methods()
     factory = available["last-of-three"].build(default_profile())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.metrics import glucose_metrics
+from sim.trial.metrics import glucose_metrics
 from sim.report import agp_percentiles, tir_segments
 
 pytest.importorskip("matplotlib")

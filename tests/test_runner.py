@@ -13,11 +13,11 @@ from simglucose.simulation.env import T1DSimEnv
 from simglucose.simulation.scenario_gen import RandomScenario
 from simglucose.simulation.sim_engine import SimObj
 
-from sim.cohort import clinical_profile
-from sim.protocol import TrialProtocol
-from sim.runner import run_patients, simulate_patient
-from sim.trace import read_trace_csv
-from sim.trial import run_trial
+from sim.trial.cohort import clinical_profile
+from sim.trial.protocol import TrialProtocol
+from sim.trial.runner import run_patients, simulate_patient
+from sim.trial.trace import read_trace_csv
+from sim.trial.run import run_trial
 
 
 def _direct_simglucose_bb(patient: str, seed: int, hours: float) -> T1DSimEnv:
@@ -122,7 +122,7 @@ _RECORDERS = {}
 
 
 def _recording_controller(patient, arm):
-    from sim.adapter import PolicyController
+    from sim.trial.adapter import PolicyController
 
     _RECORDERS[patient] = _Recorder()
     return PolicyController(_RECORDERS[patient], meal_announcement=arm == "hcl")

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.journal import Journal
-from controller.ports import PumpOrder, PumpOutcome
-from controller.runtime import ClosedLoop, LoopSettings
+from controller.loop.journal import Journal
+from controller.loop.ports import PumpOrder, PumpOutcome
+from controller.loop.runtime import ClosedLoop, LoopSettings
 from controller.twin_policy import TwinMPCPolicy
 from sensors.reading import GlucoseReading, Rejected
 from twin.personalize import default_prior, personalize

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensors.file_clarity import parse_clarity_csv
-from sensors.file_iglu import parse_iglu_csv
-from sensors.file_nightscout import parse_nightscout_json
-from sensors.files import FORMATS, detect_format, parse_cgm_text, read_cgm_file
+from sensors.files.clarity import parse_clarity_csv
+from sensors.files.iglu import parse_iglu_csv
+from sensors.files.nightscout import parse_nightscout_json
+from sensors.files.read import FORMATS, detect_format, parse_cgm_text, read_cgm_file
 from sensors.reading import (
     MG_DL_PER_MMOL_L,
     PLAUSIBLE_MAX_MG_DL,
@@ -346,7 +346,7 @@ def test_parse_cgm_text_reads_a_payload_without_a_file():
 def test_sensors_stays_a_light_leaf_package():
     # The live loop on a Pi imports sensors: no pandas, no other glucotwin package.
     code = (
-        "import sys, sensors, sensors.files; "
+        "import sys, sensors, sensors.files.read; "
         "bad = [m for m in ('pandas', 'scipy', 'controller', 'twin', 'sim', 'firmware_bridge') if m in sys.modules]; "
         "print(','.join(bad))"
     )

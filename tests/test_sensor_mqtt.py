@@ -1,4 +1,4 @@
-"""The MQTT CGM source and publisher against a real mosquitto (sim.broker.Mosquitto).
+"""The MQTT CGM source and publisher against a real mosquitto (sim.hil.broker.Mosquitto).
 
 Covers: readings and carb announcements end to end, malformed payloads (listed
 and fuzzed) becoming rejections, the retained online/offline status including
@@ -46,7 +46,7 @@ from sensors.nightscout_entry import (
     treatment_to_announcement,
 )
 from sensors.reading import GlucoseReading, Rejected
-from sim.broker import Mosquitto, find_mosquitto, free_port
+from sim.hil.broker import Mosquitto, find_mosquitto, free_port
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
                                 reason="needs a real mosquitto broker (Debian: apt-get install mosquitto)")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sensors._queue import MAX_QUEUED_ITEMS, OVERFLOW, BoundedItems
 from sensors.mqtt_source import MqttCgmSource, MqttSettings
 from sensors.reading import GlucoseReading, Rejected
-from sim.broker import Mosquitto, find_mosquitto
+from sim.hil.broker import Mosquitto, find_mosquitto
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 WAIT_S = 10.0

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sensors.file_clarity import parse_clarity_csv
-from sensors.file_iglu import parse_iglu_csv
-from sensors.file_nightscout import parse_nightscout_json
+from sensors.files.clarity import parse_clarity_csv
+from sensors.files.iglu import parse_iglu_csv
+from sensors.files.nightscout import parse_nightscout_json
 from sensors.mqtt_source import MqttSettings, parse_message
 from sensors.nightscout_entry import entry_to_reading
 from sensors.reading import (
@@ -31,7 +31,7 @@ from sensors.reading import (
     Rejected,
     glucose_range_reason,
 )
-from sensors.serial_frames import FrameStreamDecoder, encode_frame, parse_text_line
+from sensors.serial.frames import FrameStreamDecoder, encode_frame, parse_text_line
 from sensors.validation import ReadingValidator, ValidationSettings
 
 T = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensors.reading import MG_DL_PER_MMOL_L, GlucoseReading, Rejected
-from sensors.serial_frames import (
+from sensors.serial.frames import (
     GLUCOSE_BODY_BYTES,
     TREND_CODES,
     FrameStreamDecoder,
@@ -35,7 +35,7 @@ from sensors.serial_frames import (
     encode_reading_frame,
     parse_text_line,
 )
-from sensors.serial_source import SerialCgmSource
+from sensors.serial.source import SerialCgmSource
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 10, 7, 30, tzinfo=UTC)

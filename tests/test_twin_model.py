@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from simglucose.patient.t1dpatient import Action, T1DPatient
 
-from sim.cohort import PATIENTS, simulator_parameters
-from sim.twin_fidelity import simglucose_glucose, twin_parameters
+from sim.trial.cohort import PATIENTS, simulator_parameters
+from sim.bench.twin_fidelity import simglucose_glucose, twin_parameters
 from twin.model import (
     CLAMPED_STATES,
     EAT_RATE_G_PER_MIN,
@@ -238,7 +238,7 @@ def test_twin_package_imports_neither_pandas_nor_simglucose():
 def test_exact_insulin_steps_match_a_fine_reference():
     """5-minute steps with the insulin subsystem advanced exactly (the MPC's predictions)
     stay within 0.05 mg/dL of 1-minute RK4 over 3 hours, for every personalized twin."""
-    from sim.cohort import PATIENTS, clinical_profile
+    from sim.trial.cohort import PATIENTS, clinical_profile
     from twin.model import basal_insulin_u_per_min, stable_substeps
     from twin.personalize import default_prior, personalize
 

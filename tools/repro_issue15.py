@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, os.getcwd())
 from sensors.mqtt_source import MqttCgmPublisher, MqttSettings
 from sensors.reading import GlucoseReading
-from sim.broker import Mosquitto
+from sim.hil.broker import Mosquitto
 
 CONFIG = open(os.path.join(os.path.dirname(__file__), "repro_issue15.toml.tmpl")).read()
 tmp = Path(sys.argv[1]); tmp.mkdir(parents=True, exist_ok=True)

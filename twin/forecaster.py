@@ -2,7 +2,7 @@
 
 A forecaster is fed CGM readings one at a time, in time order, as a live loop
 would see them, and forecasts glucose at given horizons after its latest
-reading. File replay (``sim.replay``) scores every forecaster the same way,
+reading. File replay (``sim.forecast.replay``) scores every forecaster the same way,
 so the twin's forecasts are compared with these baselines on equal terms:
 
 - :class:`Persistence`: glucose stays at the last reading.
@@ -46,7 +46,7 @@ MATCH_TOLERANCE_MIN = 2.5
 """A reading within ±2.5 min of a target time is its truth (half the usual 5-minute CGM period).
 
 The baselines use it to learn their band from their own past errors; the
-evaluation in ``sim.forecast_eval`` uses the same default.
+evaluation in ``sim.forecast.scoring`` uses the same default.
 """
 
 

@@ -34,7 +34,7 @@ over simglucose's 30 patients (:func:`fastest_rate_per_min`), inside RK4's
 stability limit (|lambda h| < 2.78) at h = 1 min, and the inputs change only
 at step boundaries, so a 1-minute RK4 step is stable and accurate.
 
-Measured against stock simglucose ``T1DPatient`` (``sim.twin_fidelity``),
+Measured against stock simglucose ``T1DPatient`` (``sim.bench.twin_fidelity``),
 all 30 patients, 3 days, ``RandomScenario(seed=k)`` meals plus basal and
 carbs/CR boluses, identical inputs: worst-patient BG RMSE 0.030 mg/dL
 (child#007), median 0.0016 mg/dL (goal: 0.5). The error is concentrated in the
@@ -43,7 +43,7 @@ minutes after a meal in patients whose gastric parameter ``b`` is close to 1
 ``kgut`` (steepness 5 / (2 Dbar (1 - b))) is sharp; ``substeps=2`` cuts it
 about 10x for twice the cost. Speed for a batch of 30: about 200
 patient-days/s on one core, about 1000x stock simglucose measured in the
-same run (``sim.twin_fidelity.speed``).
+same run (``sim.bench.twin_fidelity.speed``).
 
 Larger steps (``dt_min=5`` for a controller horizon) hold the inputs for the
 whole step; :func:`stable_substeps` picks the RK4 substeps that keep the

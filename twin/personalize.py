@@ -130,8 +130,8 @@ def default_prior() -> PopulationPrior:
     """The prior shipped with glucotwin (``twin/data/population_prior.json``).
 
     Derived from the 30 published UVA/Padova virtual patients of simglucose;
-    regenerate with ``python -m sim.priors``. For in-silico trials against
-    those same patients use a leave-one-out prior (``sim.priors``) instead.
+    regenerate with ``python -m sim.trial.priors``. For in-silico trials against
+    those same patients use a leave-one-out prior (``sim.trial.priors``) instead.
     """
     text = resources.files("twin").joinpath("data", "population_prior.json").read_text()
     return PopulationPrior.from_dict(json.loads(text))

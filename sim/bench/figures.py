@@ -1,0 +1,128 @@
+"""``glucotwin bench``: fidelity, speed and forecast figures, measured side by side in one run.
+
+Speed figures are ratios measured in the same process (the machines are
+shared and noisy); absolute times are reported for information.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+from sim.trial.cohort import PATIENTS
+from sim.trial.summary import versions
+
+
+def machine() -> dict[str, Any]:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        cores = os.cpu_count() or 1
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+            "cores": cores, "python": platform.python_version()}
+
+
+def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]:
+    """All figures as flat keys (plus ``machine``, ``versions`` and per-patient details)."""
+    from sim.forecast.closed_loop import forecast_accuracy
+    from sim.trial.simglucose_env import FastT1DPatient
+    from sim.bench.twin_fidelity import fidelity, speed
+
+    patients = ["adolescent#002", "adult#006", "child#007"] if quick else list(PATIENTS)
+    days = 0.5 if quick else 3.0
+    out: dict[str, Any] = {"quick": quick, "machine": machine(), "versions": versions()}
+
+    tic = time.perf_counter()
+    # The reference is simglucose's T1DPatient with a namespace for its parameters
+    # (FastT1DPatient): bit-identical trajectories (tests/test_runner.py), 6x faster.
+    rmse = fidelity(patients, days=days, patient_cls=FastT1DPatient)
+    worst = max(rmse, key=rmse.get)
+    out.update({
+        "twin_rmse_mg_dl_worst": rmse[worst],
+        "twin_rmse_worst_patient": worst,
+        "twin_rmse_days": days,
+        "twin_rmse_per_patient": rmse,
+        "twin_fidelity_s": round(time.perf_counter() - tic, 1),
+    })
+
+    sp = speed(patients=list(PATIENTS), days=0.25 if quick else 1.0, simglucose_days=0.25 if quick else 1.0)
+    out.update({
+        "twin_speedup": sp["speedup"],
+        "twin_patient_days_per_s": sp["twin_patient_days_per_s"],
+        "simglucose_patient_days_per_s": sp["simglucose_patient_days_per_s"],
+        "twin_batch": sp.get("twin_batch", len(PATIENTS)),
+    })
+
+    tic = time.perf_counter()
+    fc = forecast_accuracy(patients, days=days, workers=workers, controller="mpc")
+    out.update({
+        "forecast_rmse_30_mg_dl": fc["pooled"]["rmse_30_mg_dl"],
+        "forecast_rmse_60_mg_dl": fc["pooled"]["rmse_60_mg_dl"],
+        "forecast_n_30": fc["pooled"]["n_30"],
+        **{f"forecast_{kind}_rmse_{h}_mg_dl": fc["pooled"][f"{kind}_rmse_{h}_mg_dl"]
+           for kind in ("persistence", "linear", "floor") for h in (30, 60)},
+        "forecast_run": "fully closed loop (glucotwin MPC), public seeds, unannounced meals, twin personalized "
+                        "with a leave-one-out prior; truth and issuing reading inside the CGM range 39-600",
+        "forecast_per_patient": fc["patients"],
+        "forecast_s": round(time.perf_counter() - tic, 1),
+    })
+    tic = time.perf_counter()
+    out.update(cycle_timing(["adolescent#001", "adult#001", "child#001"], days=0.25 if quick else 1.0))
+    out["cycle_timing_s"] = round(time.perf_counter() - tic, 1)
+
+    from sim.bench.live_footprint import loop_footprint, startup
+
+    out.update(startup())
+    out.update(loop_footprint(days=0.05 if quick else 0.25))
+    return out
+
+
+def cycle_timing(patients: list[str], days: float) -> dict[str, Any]:
+    """Control-cycle compute time (estimator update + MPC + supervisor), timed inside closed-loop
+    HCL runs in one worker process (so the other core stays free for the machine)."""
+    import numpy as np
+
+    from sim.trial.protocol import TrialProtocol
+    from sim.trial.runner import run_patients
+
+    runs = run_patients(patients, "mpc", TrialProtocol(arm="hcl", days=days), workers=1, progress=False)
+    ms = np.concatenate([
+        np.array([v for v in run.trace.diagnostics["cycle_ms"] if v is not None], dtype=float) for run in runs
+    ])
+    return {"cycle_ms_p50": float(np.percentile(ms, 50)), "cycle_ms_p99": float(np.percentile(ms, 99)),
+            "cycle_count": int(ms.size)}
+
+
+GOALS = {
+    "twin_rmse_mg_dl_worst": ("<=", 0.5),
+    "twin_speedup": (">=", 500.0),
+    "forecast_rmse_30_mg_dl": ("<=", 12.0),
+    "forecast_rmse_60_mg_dl": ("<=", 25.0),
+    "cycle_ms_p50": ("<=", 5.0),
+    "cycle_ms_p99": ("<=", 20.0),
+    "loop_rss_mb": ("<=", 120.0),
+    "startup_s": ("<=", 1.0),
+}
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    lines = [f"glucotwin bench{' (quick)' if result['quick'] else ''} on {result['machine']['platform']}, "
+             f"{result['machine']['cores']} cores, python {result['machine']['python']}",
+             f"{'figure':<28}{'value':>12}  goal      met"]
+    for key, (op, goal) in GOALS.items():
+        value = result[key]
+        met = value <= goal if op == "<=" else value >= goal
+        lines.append(f"{key:<28}{value:>12.3f}  {op} {goal:<7g} {'yes' if met else 'NO'}")
+    if result.get("startup_heavy_imports"):
+        lines.append(f"WARNING: glucotwin run --help imported {', '.join(result['startup_heavy_imports'])}")
+    if "forecast_floor_rmse_60_mg_dl" in result:
+        lines.append("forecast RMSE at 30 / 60 min, same runs: twin {:.1f} / {:.1f}; persistence {:.1f} / {:.1f}; "
+                     "linear {:.1f} / {:.1f}; floor (an oracle that knows all but when the next meal starts) "
+                     "{:.1f} / {:.1f}".format(*(result[f"forecast_{k}rmse_{h}_mg_dl"]
+                                                for k in ("", "persistence_", "linear_", "floor_") for h in (30, 60))))
+    lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
+                 f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
+                 f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""``glucotwin trial``: an in-silico trial against simglucose's virtual patients."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sim.cli.args import CliError, non_negative_int, positive_float, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trial",
+        help="run an in-silico trial against simglucose's 30 virtual patients",
+        description=(
+            "Run a closed-loop trial under the public benchmark protocol (BENCHMARK.md): "
+            "RandomScenario and Dexcom CGM seeded with k + seed offset for patient k (1..30), "
+            "Insulet pump, start 2025-01-01 00:00. Prints a per-patient table and a cohort "
+            "summary on true blood glucose, and writes one trace CSV per patient and "
+            "summary.json to --out."
+        ),
+    )
+    p.add_argument("--controller", default=None, metavar="NAME",
+                   help="controller: mpc (glucotwin: twin + MPC + safety supervisor, the default), bb (simglucose basal-bolus), "
+                        "basal (programmed basal only) or mpc-oracle (NOT fair: mpc whose twin is the simulator's "
+                        "own patient; an upper-bound reference)")
+    p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
+                   help="hcl: meal information given at meal time; fcl: none (default hcl)")
+    p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
+    p.add_argument("--group", choices=("adolescent", "adult", "child"), help="only this group")
+    p.add_argument("--days", type=positive_float, default=3.0, help="simulated days (fractions allowed; default 3)")
+    p.add_argument("--seed-offset", type=non_negative_int, default=0, metavar="K",
+                   help="patient k uses seed k + K (default 0, the public benchmark)")
+    p.add_argument("--sensor", choices=("Dexcom", "GuardianRT", "Navigator"), default="Dexcom",
+                   help="simglucose CGM: Dexcom 3-min samples (default), GuardianRT 5-min, Navigator 1-min")
+    p.add_argument("--carb-error", type=float, default=0.0, metavar="PCT",
+                   help="HCL: announce carbs off by PCT percent (e.g. 30 or -30); off-protocol check")
+    p.add_argument("--meal-delay", type=float, default=0.0, metavar="MIN",
+                   help="HCL: announce each meal MIN minutes after it starts (a late announcement, or "
+                        "what a perfect meal detector could do); off-protocol check")
+    p.add_argument("--scale", action="append", default=[], metavar="PARAM=FACTOR",
+                   help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="parallel worker processes (default: number of cores)")
+    p.add_argument("--engine", choices=("local", "dask"), default=None,
+                   help="where the patients run: local worker processes (default) or Dask distributed "
+                        "(a LocalCluster of --workers processes, or the cluster at --scheduler); "
+                        "results are identical")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --engine dask)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output directory (default runs/<controller>-<arm>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html (glucotwin report) to --out")
+    p.set_defaults(handler=_cmd_trial)
+
+
+def _trial_patients(args: argparse.Namespace) -> list[str]:
+    from sim.trial.cohort import PATIENTS, patient_index, patients_in_group
+
+    if args.patients:
+        chosen = []
+        for name in args.patients:
+            try:
+                patient_index(name)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            if name not in chosen:
+                chosen.append(name)
+        if args.group:
+            chosen = [p for p in chosen if p.startswith(args.group + "#")]
+            if not chosen:
+                raise CliError(f"none of the given patients is in group {args.group}")
+        return chosen
+    if args.group:
+        return patients_in_group(args.group)
+    return list(PATIENTS)
+
+
+def _cmd_trial(args: argparse.Namespace) -> int:
+    try:
+        from sim.trial.baselines import CONTROLLERS, DEFAULT_CONTROLLER
+        from sim.trial.protocol import TrialProtocol
+        from sim.trial.summary import format_tables
+        from sim.trial.run import run_trial
+    except ImportError as exc:
+        raise CliError(f"trials need the simulator extra: pip install 'glucotwin[sim]' ({exc})") from None
+
+    controller = args.controller or DEFAULT_CONTROLLER
+    if controller not in CONTROLLERS:
+        raise CliError(f"unknown controller {controller!r}; available: {', '.join(sorted(CONTROLLERS))}")
+    patients = _trial_patients(args)
+    scale = []
+    for item in args.scale:
+        name, _, factor = item.partition("=")
+        try:
+            scale.append((name, float(factor)))
+        except ValueError:
+            raise CliError(f"--scale expects PARAM=FACTOR, got {item!r}") from None
+    try:
+        protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor,
+                                 carb_announcement_factor=1.0 + args.carb_error / 100.0,
+                                 meal_delay_min=args.meal_delay,
+                                 physiology_scale=tuple(scale))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    out_dir = args.out or Path("runs") / f"{controller}-{args.arm}"
+    from sim.engine import make_engine
+
+    try:
+        engine = make_engine(args.engine or ("dask" if args.scheduler else "local"), args.workers, args.scheduler)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
+                           progress=not args.quiet, engine=engine)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    print(format_tables(result.summary))
+    if controller == "mpc-oracle":
+        print("note: mpc-oracle is NOT a fair controller: its twin is the simulator's own patient "
+              "(an upper-bound reference, not a result)")
+    print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
+    if not args.no_report:
+        from sim.report import report_after_run  # never raises: a failed report is a one-line warning
+
+        report_after_run(out_dir)
+    return 0

@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop: the virtual patient, loop and pump as separate processes (``rig``, ``patient``), a private mosquitto ``broker``, Nightscout in the rig, and the fault campaign (``faults/``)."""

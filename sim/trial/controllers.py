@@ -1,0 +1,62 @@
+"""glucotwin's controller as a simglucose ``Controller``.
+
+``SimglucoseController()`` with no arguments personalizes itself from the
+``patient_name`` that simglucose passes, using that patient's clinical
+profile only and a population prior that leaves the patient out (DESIGN.md
+honesty rules). It also accepts an explicit :class:`~twin.profile.PatientProfile`.
+``meal_announcement=True`` is hybrid closed loop (announced carbohydrates
+from simglucose's meal information), ``False`` fully closed loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.twin_policy import ControlSettings, TwinMPCPolicy
+from sim.trial.adapter import PolicyController
+from twin.personalize import PopulationPrior, default_prior, personalize
+from twin.profile import PatientProfile
+
+
+class SimglucoseController(PolicyController):
+    def __init__(self, profile: PatientProfile | None = None, meal_announcement: bool = True,
+                 prior: PopulationPrior | None = None, settings: ControlSettings | None = None) -> None:
+        self._profile = profile
+        self._prior = prior
+        self._settings = settings
+        self._policy_for: str | None = None
+        policy = self._build(profile) if profile is not None else None
+        super().__init__(policy, meal_announcement=meal_announcement)  # type: ignore[arg-type]
+
+    def _build(self, profile: PatientProfile) -> TwinMPCPolicy:
+        if self._prior is not None:
+            prior = self._prior
+        elif self._profile is None:
+            from sim.trial.priors import population_prior  # leave-one-out over the simglucose cohort
+
+            prior = population_prior(exclude=profile.name)
+        else:
+            prior = default_prior()
+        self._policy_for = profile.name
+        return TwinMPCPolicy(personalize(profile, prior), self._settings)
+
+    def policy(self, observation: Any, reward: float, done: bool, **info: Any):
+        if self._policy is None or (self._profile is None and info.get("patient_name") != self._policy_for):
+            from sim.trial.cohort import clinical_profile
+
+            name = info.get("patient_name")
+            if name is None:
+                raise ValueError("SimglucoseController needs a profile or simglucose's patient_name")
+            self._policy = self._build(clinical_profile(name))
+        return super().policy(observation, reward, done, **info)
+
+    def reset(self) -> None:
+        if self._policy is not None:
+            self._policy.reset()
+        self.last_input = None
+        self.last_dose = None
+
+
+def mpc_controller(patient_name: str, arm: str) -> SimglucoseController:
+    """Factory for ``glucotwin trial --controller mpc``: personalizes itself from simglucose's patient_name."""
+    return SimglucoseController(meal_announcement=arm == "hcl")
