@@ -262,7 +262,7 @@ def test_a_gap_longer_than_the_twins_memory_restarts_the_twin_instead_of_integra
 
 
 def test_the_lockstep_clock_refuses_a_reading_a_year_ahead():
-    from controller.loop.live import ReadingClock
+    from controller.loop.reading_clock import ReadingClock
 
     clock = ReadingClock()
     assert clock.observe(GlucoseReading(T0, 150, "t"))

@@ -98,3 +98,48 @@ def test_no_control_path_module_builds_the_oracle():
     for path in (root / "sim").glob("*.py"):  # only the trial's controller table names it
         if path.name not in ("oracle.py", "baselines.py"):
             assert "sim.trial.oracle" not in path.read_text(), path
+
+
+def test_glucotwin_decides_the_same_whatever_the_patients_hidden_simulator_parameters(monkeypatch):
+    """Honesty rule: the trial's controller (prior, personalization, estimator, MPC, supervisor) sees a
+    patient's clinical profile only. Change every simulator parameter of adult#004 except those its
+    clinical profile is made of (body weight and u2ss for the programmed basal): the twin it builds
+    and its doses over a day with a meal are the same to the bit."""
+    from datetime import datetime, timedelta
+
+    import sim.trial.cohort as cohort
+    import sim.trial.priors as priors
+    from controller.policy import ControlInput
+    from sim.trial.controllers import SimglucoseController
+
+    def doses(scale: float) -> list[tuple]:
+        real = cohort.simulator_parameters.__wrapped__ if hasattr(cohort.simulator_parameters, "__wrapped__") \
+            else cohort.simulator_parameters
+
+        def hidden_changed(name: str):
+            row = real(name).copy()
+            if name == "adult#004":
+                for key in row.index:
+                    if key not in ("Name", "BW", "u2ss") and isinstance(row[key], float):
+                        row[key] = row[key] * scale
+            return row
+
+        monkeypatch.setattr(cohort, "simulator_parameters", hidden_changed)
+        monkeypatch.setattr(priors, "simulator_parameters", hidden_changed)
+        priors._cohort.cache_clear()
+        cohort._clinical_values.cache_clear()
+        controller = SimglucoseController()
+        policy = controller._build(cohort.clinical_profile("adult#004"))
+        start, out = datetime(2025, 1, 1, 6, 0), []
+        for k in range(96):  # 8 h of 5-min cycles, a 50 g meal at 07:00, glucose rising then falling
+            glucose = 130.0 + 60.0 * max(0.0, 1.0 - abs(k - 30) / 25.0)
+            dose = policy.decide(ControlInput(start + timedelta(minutes=5 * k), glucose,
+                                              announced_carbs_g=50.0 if k == 12 else 0.0, cycle_min=5.0))
+            out.append((dose.basal_u_per_h, dose.bolus_u, dose.reason))
+        return out
+
+    same, changed = doses(1.0), doses(1.3)
+    priors._cohort.cache_clear()
+    cohort._clinical_values.cache_clear()
+    assert any(bolus > 0 for _, bolus, _ in same)  # the day did ask the controller for insulin
+    assert changed == same

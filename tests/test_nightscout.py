@@ -530,7 +530,7 @@ def test_the_nightscout_section_is_optional_and_checked(tmp_path):
 
 def test_sensor_transport_nightscout_runs_the_receiver(tmp_path):
     from controller.loop.config.live_config import parse_config
-    from controller.loop.live import build_source
+    from controller.loop.sources import build_source
 
     port = free_port()
     section = {"upload": False, "receive": True, "api_secret_file": str(tmp_path / "ns.secret"),

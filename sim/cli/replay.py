@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
 from sensors import FORMATS  # standard library only: light enough for the CLI's start-up
@@ -65,32 +66,24 @@ def _choose_methods(requested: list[str] | None):
     return chosen, {}
 
 
-def _cmd_replay(args: argparse.Namespace) -> int:
-    from sim.forecast.replay import (
-        DEFAULT_HORIZONS_MIN,
-        DEFAULT_PROFILE_SOURCE,
-        build_report,
-        default_profile,
-        format_table,
-        load_cgm_file,
-        load_profile,
-        replay,
-        rejection_summary,
-        write_forecasts_csv,
-        write_report_json,
-    )
+def _profile(args: argparse.Namespace) -> tuple[Any, str]:
+    """The profile to replay with, and where it came from."""
+    from sim.forecast.replay import DEFAULT_PROFILE_SOURCE, default_profile, load_profile
 
     if args.profile is None:
-        profile, profile_source = default_profile(), DEFAULT_PROFILE_SOURCE
-    else:
-        try:
-            profile = load_profile(args.profile)
-        except OSError as exc:
-            raise CliError(f"cannot read profile {args.profile}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise CliError(f"bad profile {exc}") from None
-        profile_source = str(args.profile)
-    methods, unavailable = _choose_methods(args.methods)
+        return default_profile(), DEFAULT_PROFILE_SOURCE
+    try:
+        profile = load_profile(args.profile)
+    except OSError as exc:
+        raise CliError(f"cannot read profile {args.profile}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"bad profile {exc}") from None
+    return profile, str(args.profile)
+
+
+def _readings(args: argparse.Namespace) -> tuple[Any, list, list, list[str]]:
+    """The file's readings (of ``--subject`` if given), its rejections and its subjects."""
+    from sim.forecast.replay import load_cgm_file, rejection_summary
 
     try:
         loaded = load_cgm_file(args.file, format=args.format, tz=args.tz)
@@ -110,6 +103,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         reasons = ", ".join(f"{k} {v}" for k, v in rejection_summary(rejected).items())
         detail = f" ({len(rejected)} rejected: {reasons})" if rejected else ""
         raise CliError(f"no glucose readings in {args.file}{detail}")
+    return loaded, readings, rejected, subjects
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from sim.forecast.replay import (
+        DEFAULT_HORIZONS_MIN,
+        build_report,
+        format_table,
+        replay,
+        write_forecasts_csv,
+        write_report_json,
+    )
+
+    profile, profile_source = _profile(args)
+    methods, unavailable = _choose_methods(args.methods)
+    loaded, readings, rejected, subjects = _readings(args)
 
     factories = {name: method.build(profile) for name, method in methods.items()}
     horizons = tuple(args.horizons) if args.horizons else DEFAULT_HORIZONS_MIN
@@ -128,6 +137,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print("not compared: " + "; ".join(f"{name} ({why})" for name, why in unavailable.items()))
     print(format_table(result.evaluation))
 
+    def summary() -> dict:
+        return build_report(result, file=str(args.file), format=loaded.format, rejected=rejected,
+                            profile=profile, profile_source=profile_source, methods=methods,
+                            unavailable=unavailable, clipped_readings=clipped)
+
     if args.forecasts is not None:
         try:
             n = write_forecasts_csv(result.forecasts, args.forecasts)
@@ -135,20 +149,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {args.forecasts}: {exc.strerror or exc}") from None
         print(f"wrote {n} forecasts to {args.forecasts}")
     if args.json is not None:
-        report = build_report(result, file=str(args.file), format=loaded.format, rejected=rejected,
-                              profile=profile, profile_source=profile_source, methods=methods,
-                              unavailable=unavailable, clipped_readings=clipped)
         try:
-            write_report_json(report, args.json)
+            write_report_json(summary(), args.json)
         except OSError as exc:
             raise CliError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         print(f"wrote report to {args.json}")
     if not args.no_report and (args.report or args.json or args.forecasts):
         from sim.report import replay_report_after_run, replay_report_path  # never raises
 
-        summary = build_report(result, file=str(args.file), format=loaded.format, rejected=rejected,
-                               profile=profile, profile_source=profile_source, methods=methods,
-                               unavailable=unavailable, clipped_readings=clipped)
-        replay_report_after_run(args.report or replay_report_path(args.json or args.forecasts), summary,
+        replay_report_after_run(args.report or replay_report_path(args.json or args.forecasts), summary(),
                                 readings, result.forecasts, tz=args.tz)
     return 0

@@ -156,62 +156,26 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
     """
     slug = subject_slug(patient)
     out_dir = Path(out_dir).resolve()  # the loop's config names its files by absolute path
-    run_dir = out_dir / f"{slug}.hil"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    journal = out_dir / f"{slug}.journal.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+    run_dir, journal = _fresh_run_dir(out_dir, slug)
     hp = HilProcesses(slug, run_dir)
     pump_tty, host_tty = run_dir / "pump.tty", run_dir / "host.tty"
-    if serial_pair is not None:
-        hp.on_stop.append(serial_pair(run_dir).stop)
-    else:
-        socat = shutil.which("socat")
-        if socat is None:
-            raise RuntimeError("socat is not installed (Debian: apt-get install socat)")
-        hp.procs["socat"] = subprocess.Popen(
-            [socat, "-d", "-d", f"pty,raw,echo=0,link={pump_tty}", f"pty,raw,echo=0,link={host_tty}"],
-            stdout=subprocess.DEVNULL, stderr=open(run_dir / "socat.log", "wb"), start_new_session=True)
-        _wait_for([pump_tty, host_tty], hp.procs["socat"], 10.0, "socat")
+    _start_serial_pair(hp, serial_pair, pump_tty, host_tty)
 
     key_file = run_dir / "pump.key"
     key_file.write_text(secrets.token_hex(32) + "\n")
     os.chmod(key_file, 0o600)
     profile = clinical_profile(patient)
-    limits = SafetyLimits.for_profile(profile)
     device_id = f"pump-{slug}"[:16]
-    hil_prefix = f"{TOPIC_PREFIX}/{slug}/hil"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    hp.pump_command = [
-        python, "-m", "firmware_bridge.pump_device", "--port", str(pump_tty), "--device-id", device_id,
-        "--key-file", str(key_file), "--state-file", str(run_dir / "pump-state.json"),
-        "--scheduled-basal", repr(profile.basal_u_per_h_at(0)), "--max-rate", repr(limits.max_basal_u_per_h),
-        "--max-bolus", repr(limits.max_bolus_u), "--reservoir", repr(PUMP_RESERVOIR_U),
-        # the pump's own cumulative limits, independent of the loop: never reached by a loop within its limits
-        "--max-per-hour", repr(round(2 * limits.max_bolus_u + limits.max_basal_u_per_h, 3)),
-        "--max-per-day", repr(round(3 * profile.total_daily_insulin_u, 3)),
-        "--hil-broker", f"mqtt://{host}:{port}", "--hil-prefix", hil_prefix,
-        "--ready-file", str(run_dir / "pump.ready"),
-        "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u), *pump_args]
-    hp.pump_log, hp.env = out_dir / f"{slug}.pump.log", env
+    hp.pump_command = _pump_command(python, profile, slug, pump_tty, device_id, key_file, run_dir, host, port,
+                                    pump_increment_u, pump_args)
+    hp.pump_log, hp.env = out_dir / f"{slug}.pump.log", {**os.environ, "PYTHONUNBUFFERED": "1"}
     hp.pump_log.write_bytes(b"")
     with open(hp.pump_log, "ab") as pump_log:
-        hp.procs["pump"] = subprocess.Popen(hp.pump_command, stdout=pump_log, stderr=subprocess.STDOUT, env=env,
+        hp.procs["pump"] = subprocess.Popen(hp.pump_command, stdout=pump_log, stderr=subprocess.STDOUT, env=hp.env,
                                             start_new_session=True)
 
-    # honest in silico: the loop's prior leaves this patient out, as in `glucotwin trial`
-    prior_file = run_dir / "prior.json"
-    prior_file.write_text(json.dumps(population_prior(exclude=patient).to_dict()))
-    config = run_dir / "loop.toml"
-    config.write_text(loop_config_text(profile_to_toml(profile), journal, host, port, slug, host_tty, device_id,
-                                       key_file, protocol, prior_file))
-    if nightscout is not None:
-        from sim.hil.nightscout import nightscout_section
-
-        with open(config, "a") as f:
-            f.write(nightscout_section(nightscout, run_dir))
+    config = _write_loop_config(patient, profile, run_dir, journal, host, port, slug, host_tty, device_id,
+                                key_file, protocol, nightscout)
     hp.loop_command = [python, "-m", "sim.cli", "run", "--config", str(config), "--ready-file",
                        str(hp.loop_ready_file)]
     hp.loop_log = out_dir / f"{slug}.loop.log"
@@ -223,6 +187,68 @@ def start_patient_processes(patient: str, out_dir: Path, host: str, port: int, p
         hp.stop()
         raise
     return hp
+
+
+def _fresh_run_dir(out_dir: Path, slug: str) -> tuple[Path, Path]:
+    """An empty ``<slug>.hil`` folder and the path of a journal that does not exist yet."""
+    run_dir = out_dir / f"{slug}.hil"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    journal = out_dir / f"{slug}.journal.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{journal}{suffix}").unlink(missing_ok=True)
+    return run_dir, journal
+
+
+def _start_serial_pair(hp: HilProcesses, serial_pair: Callable[[Path], Any] | None, pump_tty: Path,
+                       host_tty: Path) -> None:
+    """The pty pair between loop and pump: socat, or the given stand-in (a fault relay)."""
+    if serial_pair is not None:
+        hp.on_stop.append(serial_pair(hp.directory).stop)
+        return
+    socat = shutil.which("socat")
+    if socat is None:
+        raise RuntimeError("socat is not installed (Debian: apt-get install socat)")
+    hp.procs["socat"] = subprocess.Popen(
+        [socat, "-d", "-d", f"pty,raw,echo=0,link={pump_tty}", f"pty,raw,echo=0,link={host_tty}"],
+        stdout=subprocess.DEVNULL, stderr=open(hp.directory / "socat.log", "wb"), start_new_session=True)
+    _wait_for([pump_tty, host_tty], hp.procs["socat"], 10.0, "socat")
+
+
+def _pump_command(python: str, profile: Any, slug: str, pump_tty: Path, device_id: str, key_file: Path, run_dir: Path,
+                  host: str, port: int, pump_increment_u: float, pump_args: Sequence[str]) -> list[str]:
+    """The virtual pump firmware's command line, with its own limits derived from the profile."""
+    limits = SafetyLimits.for_profile(profile)
+    hil_prefix = f"{TOPIC_PREFIX}/{slug}/hil"
+    return [
+        python, "-m", "firmware_bridge.pump_device", "--port", str(pump_tty), "--device-id", device_id,
+        "--key-file", str(key_file), "--state-file", str(run_dir / "pump-state.json"),
+        "--scheduled-basal", repr(profile.basal_u_per_h_at(0)), "--max-rate", repr(limits.max_basal_u_per_h),
+        "--max-bolus", repr(limits.max_bolus_u), "--reservoir", repr(PUMP_RESERVOIR_U),
+        # the pump's own cumulative limits, independent of the loop: never reached by a loop within its limits
+        "--max-per-hour", repr(round(2 * limits.max_bolus_u + limits.max_basal_u_per_h, 3)),
+        "--max-per-day", repr(round(3 * profile.total_daily_insulin_u, 3)),
+        "--hil-broker", f"mqtt://{host}:{port}", "--hil-prefix", hil_prefix,
+        "--ready-file", str(run_dir / "pump.ready"),
+        "--bolus-increment", repr(pump_increment_u), "--rate-increment", repr(pump_increment_u), *pump_args]
+
+
+def _write_loop_config(patient: str, profile: Any, run_dir: Path, journal: Path, host: str, port: int, slug: str,
+                       host_tty: Path, device_id: str, key_file: Path, protocol: TrialProtocol,
+                       nightscout: Any) -> Path:
+    """The loop's TOML config; honest in silico: its prior leaves this patient out, as in ``glucotwin trial``."""
+    prior_file = run_dir / "prior.json"
+    prior_file.write_text(json.dumps(population_prior(exclude=patient).to_dict()))
+    config = run_dir / "loop.toml"
+    config.write_text(loop_config_text(profile_to_toml(profile), journal, host, port, slug, host_tty, device_id,
+                                       key_file, protocol, prior_file))
+    if nightscout is not None:
+        from sim.hil.nightscout import nightscout_section
+
+        with open(config, "a") as f:
+            f.write(nightscout_section(nightscout, run_dir))
+    return config
 
 
 def loop_config_text(profile_toml: str, journal: Path, host: str, port: int, slug: str, host_tty: Path,
