@@ -10,7 +10,7 @@ With a ``[nightscout]`` section it also uploads the journal to Nightscout
 (:class:`NightscoutUpload`: documents are queued in the journal's file after
 each cycle and sent by a background thread, so a slow or absent Nightscout
 never delays a cycle), and ``[sensor] transport = "nightscout"`` takes
-readings from a Nightscout-API receiver (:mod:`sensors.nightscout_receiver`).
+readings from a Nightscout-API receiver (:mod:`sensors.nightscout.receiver`).
 
 It imports nothing from simglucose, pandas or matplotlib: this is what runs
 on a Raspberry Pi.
@@ -161,7 +161,7 @@ def system_clock() -> datetime:
 
 def build_source(config: LiveConfig, clock: Callable[[], datetime]) -> Any:
     if config.sensor.transport == "nightscout" and config.nightscout is not None:
-        from sensors.nightscout_receiver import NightscoutReceiver
+        from sensors.nightscout.receiver import NightscoutReceiver
 
         ns = config.nightscout
         receiver = NightscoutReceiver(ns.listen_host, ns.listen_port, ns.listen_api_secret())
