@@ -12,19 +12,20 @@ here on first use.
   ``file_nightscout``)
 - :mod:`sensors.validation`: :class:`ReadingValidator` judges live readings against
   the clock and the previous reading (range, future, stale, duplicate, order, rate)
-- :mod:`sensors.nightscout_entry`: single Nightscout entries and carb treatments
-  (:class:`CarbAnnouncement`) as carried by MQTT
+- :mod:`sensors.nightscout.entry`: single Nightscout entries and carb treatments
+  (:class:`CarbAnnouncement`) as carried by MQTT and the Nightscout receiver
 - :mod:`sensors.mqtt_source`: :class:`MqttCgmSource`, :class:`MqttCgmPublisher`, :class:`MqttSettings`
 - :mod:`sensors.serial.source`: :class:`SerialCgmSource` (COBS frames or text lines,
   :mod:`sensors.serial.frames`; see ``sensors/SERIAL.md``)
-- :mod:`sensors.nightscout_receiver`: :class:`~sensors.nightscout_receiver.NightscoutReceiver`,
-  a Nightscout REST API v1 receiver (xDrip+ and other uploaders feed the loop; stdlib only)
+- :mod:`sensors.nightscout.receiver`: :class:`~sensors.nightscout.receiver.NightscoutReceiver`,
+  a Nightscout REST API v1 receiver (xDrip+ and other uploaders feed the loop; stdlib only;
+  its parts are the other modules of :mod:`sensors.nightscout`)
 """
 
 from typing import Any
 
 from sensors.files.read import FORMATS, detect_format, parse_cgm_text, read_cgm_file
-from sensors.nightscout_entry import (
+from sensors.nightscout.entry import (
     CarbAnnouncement,
     announcement_to_treatment,
     entry_to_reading,

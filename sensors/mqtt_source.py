@@ -3,7 +3,7 @@
 Topics, for ``topic_prefix`` P (default ``glucotwin``) and ``subject`` S:
 
 ``P/S/cgm``
-    Nightscout entry objects (:mod:`sensors.nightscout_entry`): one JSON object, or
+    Nightscout entry objects (:mod:`sensors.nightscout.entry`): one JSON object, or
     a JSON array of them, UTF-8, QoS 1, not retained. Example::
 
         {"type": "sgv", "sgv": 123, "date": 1795428000000,
@@ -52,7 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sensors._queue import MAX_QUEUED_ITEMS, BoundedItems
-from sensors.nightscout_entry import (
+from sensors.nightscout.entry import (
     CarbAnnouncement,
     announcement_to_treatment,
     entry_to_reading,

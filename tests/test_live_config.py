@@ -256,7 +256,7 @@ def test_the_table_covers_every_field_of_the_settings_it_builds():
 
 def test_constants_agree_with_the_components_they_describe():
     from firmware_bridge.protocol import check_device_id
-    from sensors.nightscout_receiver import MIN_SECRET_CHARS
+    from sensors.nightscout.auth import MIN_SECRET_CHARS
 
     assert config_ranges.NIGHTSCOUT_MIN_SECRET_CHARS == MIN_SECRET_CHARS
     device = next(s for s in SETTINGS if s.key == "device_id")

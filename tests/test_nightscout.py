@@ -19,8 +19,8 @@ from controller.loop.nightscout.uploader import NightscoutClient, NightscoutUplo
 from controller.loop.ports import PumpOrder, PumpOutcome
 from controller.loop.runtime import ClosedLoop, LoopSettings
 from controller.twin_policy import TwinMPCPolicy
-from sensors.nightscout_entry import CarbAnnouncement, reading_to_entry
-from sensors.nightscout_receiver import NightscoutReceiver
+from sensors.nightscout.entry import CarbAnnouncement, reading_to_entry
+from sensors.nightscout.receiver import NightscoutReceiver
 from sensors.reading import GlucoseReading, Rejected
 from twin.personalize import default_prior, personalize
 from twin.profile import PatientProfile, flat_basal

@@ -27,7 +27,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensors.nightscout_receiver import LISTEN_BACKLOG, NightscoutReceiver
+from sensors.nightscout.receiver import NightscoutReceiver
+from sensors.nightscout.server import LISTEN_BACKLOG
 from sensors.reading import GlucoseReading
 
 SECRET = "correct horse battery"

@@ -37,7 +37,7 @@ from sensors.mqtt_source import (
     decode_payload,
     parse_message,
 )
-from sensors.nightscout_entry import (
+from sensors.nightscout.entry import (
     ENTRY_FIELDS,
     CarbAnnouncement,
     announcement_to_treatment,

@@ -20,7 +20,7 @@ from sensors.files.clarity import parse_clarity_csv
 from sensors.files.iglu import parse_iglu_csv
 from sensors.files.nightscout import parse_nightscout_json
 from sensors.mqtt_source import MqttSettings, parse_message
-from sensors.nightscout_entry import entry_to_reading
+from sensors.nightscout.entry import entry_to_reading
 from sensors.reading import (
     MG_DL_PER_MMOL_L,
     PLAUSIBLE_MAX_MG_DL,

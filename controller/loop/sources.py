@@ -10,7 +10,7 @@ from controller.loop.config.live_config import LiveConfig
 
 def build_source(config: LiveConfig, clock: Callable[[], datetime]) -> Any:
     if config.sensor.transport == "nightscout" and config.nightscout is not None:
-        from sensors.nightscout_receiver import NightscoutReceiver
+        from sensors.nightscout.receiver import NightscoutReceiver
 
         ns = config.nightscout
         receiver = NightscoutReceiver(ns.listen_host, ns.listen_port, ns.listen_api_secret())

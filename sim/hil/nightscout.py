@@ -4,7 +4,7 @@
 or ``$NIGHTSCOUT_API_SECRET``) makes each patient's loop upload its journal to
 that Nightscout, exactly as ``glucotwin run`` does with a ``[nightscout]``
 section. ``--nightscout-receiver`` starts a Nightscout-API receiver
-(:mod:`sensors.nightscout_receiver`) in the harness process instead and
+(:mod:`sensors.nightscout.receiver`) in the harness process instead and
 writes what it received to ``<out>/nightscout-received.json`` at the end.
 """
 
@@ -43,7 +43,7 @@ def nightscout_section(target: NightscoutTarget, run_dir: Path) -> str:
 
 def start_local_receiver() -> tuple[Any, NightscoutTarget]:
     """A receiver on a free loopback port with a fresh secret, and the target that uploads to it."""
-    from sensors.nightscout_receiver import NightscoutReceiver
+    from sensors.nightscout.receiver import NightscoutReceiver
 
     secret = secrets.token_hex(16)
     receiver = NightscoutReceiver("127.0.0.1", 0, secret)

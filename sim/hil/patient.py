@@ -32,7 +32,7 @@ from simglucose.controller.base import Action, Controller
 
 from controller.policy import Dose
 from sim.trial.adapter import dose_to_action, rate_per_min_to_amount
-from sensors.nightscout_entry import CarbAnnouncement, announcement_to_treatment, reading_to_entry
+from sensors.nightscout.entry import CarbAnnouncement, announcement_to_treatment, reading_to_entry
 from sensors.reading import GlucoseReading
 
 

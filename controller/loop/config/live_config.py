@@ -104,7 +104,7 @@ class SensorEndpoint:
 
 @dataclass(frozen=True)
 class NightscoutEndpoint:
-    """The optional ``[nightscout]`` section (controller/loop/nightscout/uploader.py, sensors/nightscout_receiver.py).
+    """The optional ``[nightscout]`` section (controller/loop/nightscout/uploader.py, sensors/nightscout/receiver.py).
 
     url, api_secret_file: the Nightscout to upload to and its API secret (a file holding the plain
         secret; it is sent as its SHA-1 in the ``api-secret`` header).

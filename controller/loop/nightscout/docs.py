@@ -10,7 +10,7 @@ What is uploaded, and when (one rule each):
     Every CGM value the loop received, rejected or not: Nightscout is the
     person's CGM record, and the loop's ``devicestatus`` says what it did with
     it. Field names and rounding are those of
-    :func:`sensors.nightscout_entry.reading_to_entry` (``type``, ``sgv``,
+    :func:`sensors.nightscout.entry.reading_to_entry` (``type``, ``sgv``,
     ``date``, ``dateString``, ``device``, and ``direction``, ``noise`` when
     known; a clipped ``Low`` is 39). Nightscout de-duplicates entries on
     ``dateString``/``date`` + ``type``.

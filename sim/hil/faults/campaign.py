@@ -413,7 +413,7 @@ class CampaignPatient(RemoteLoopController):
                 raise RuntimeError(f"no pump report for t={t_ms} within {self.timing.max_report_wait_s:g} s")
 
     def _entry(self, time_utc: datetime, value: float) -> dict[str, Any]:
-        from sensors.nightscout_entry import reading_to_entry
+        from sensors.nightscout.entry import reading_to_entry
         from sensors.reading import GlucoseReading
 
         entry = reading_to_entry(GlucoseReading(time_utc, value, "sim:hil"))
