@@ -56,6 +56,30 @@ def glucose_range_reason(glucose_mg_dl: float, low_mg_dl: float = PLAUSIBLE_MIN_
     return None
 
 
+
+def fields_from_dict(cls: type, data: Any, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """The keyword arguments of dataclass ``cls`` from JSON data, ``time`` parsed from ISO 8601.
+
+    Raises ValueError naming ``what`` on a non-object, unknown or missing keys, or a bad time.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a {what} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{what} is missing: {', '.join(missing)}")
+    t = data["time"]
+    if not isinstance(t, str):
+        raise ValueError(f"{what} time must be an ISO 8601 string, got {t!r}")
+    try:
+        time = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(f"{what} time is not ISO 8601: {t!r}") from None
+    return {**data, "time": time}
+
 @dataclass(frozen=True)
 class GlucoseReading:
     """One sensor glucose value.
@@ -144,23 +168,7 @@ class GlucoseReading:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GlucoseReading:
         """Inverse of :meth:`to_dict`. Raises ValueError on missing or unknown keys or bad values."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a glucose reading must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown glucose reading keys: {', '.join(unknown)}")
-        missing = [k for k in ("time", "glucose_mg_dl", "source") if k not in data]
-        if missing:
-            raise ValueError(f"glucose reading is missing: {', '.join(missing)}")
-        t = data["time"]
-        if not isinstance(t, str):
-            raise ValueError(f"glucose reading time must be an ISO 8601 string, got {t!r}")
-        try:
-            time = datetime.fromisoformat(t)
-        except ValueError:
-            raise ValueError(f"glucose reading time is not ISO 8601: {t!r}") from None
-        return cls(**{**data, "time": time})
+        return cls(**fields_from_dict(cls, data, "glucose reading", ("time", "glucose_mg_dl", "source")))
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,7 +47,7 @@ from sensors.files.nightscout import (
     parse_nightscout_entry,
     raw_json,
 )
-from sensors.reading import SENSOR_LOW_MG_DL, GlucoseReading, Rejected
+from sensors.reading import SENSOR_LOW_MG_DL, GlucoseReading, Rejected, fields_from_dict
 
 CARB_EVENT_TYPES = ("Meal Bolus", "Carb Correction")
 """Nightscout treatment event types that announce carbohydrates."""
@@ -168,23 +168,7 @@ class CarbAnnouncement:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CarbAnnouncement:
         """Inverse of :meth:`to_dict`. Raises ValueError on missing or unknown keys or bad values."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a carb announcement must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown carb announcement keys: {', '.join(unknown)}")
-        missing = [k for k in ("time", "carbs_g", "source") if k not in data]
-        if missing:
-            raise ValueError(f"carb announcement is missing: {', '.join(missing)}")
-        t = data["time"]
-        if not isinstance(t, str):
-            raise ValueError(f"carb announcement time must be an ISO 8601 string, got {t!r}")
-        try:
-            time = datetime.fromisoformat(t)
-        except ValueError:
-            raise ValueError(f"carb announcement time is not ISO 8601: {t!r}") from None
-        return cls(**{**data, "time": time})
+        return cls(**fields_from_dict(cls, data, "carb announcement", ("time", "carbs_g", "source")))
 
 
 def treatment_to_announcement(treatment: Any, subject: str = "",
