@@ -33,8 +33,10 @@ from firmware_bridge.pump_link import PumpLink
 from firmware_bridge.serial_transport import SerialTransport
 from firmware_bridge.virtual_pump import PumpSettings, VirtualPump
 from sim.hil.broker import Mosquitto, find_mosquitto
-from sim.hil.faults.campaign import FAULT_TYPES, RANGE_FAULTS, format_report, make_plan, run_fault_campaign
+from sim.hil.faults.campaign import run_fault_campaign
+from sim.hil.faults.plan import FAULT_TYPES, RANGE_FAULTS, make_plan
 from sim.hil.faults.relay import FaultRates, FaultRelay
+from sim.hil.faults.report import format_report
 
 needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto (installed by .ci/run)")
 KEY = bytes(range(32))
@@ -77,7 +79,7 @@ def test_short_fault_campaign_no_duplicate_no_loss_no_violation(tmp_path):
 def _the_checks_are_not_vacuous(out: Path, report: dict) -> None:
     """Doctored copies of the campaign's audit trail and journal are caught by the same analysis."""
     from controller.loop.journal import Journal
-    from sim.hil.faults.campaign import analyse
+    from sim.hil.faults.analysis import analyse
 
     config = out / "adult-003.hil" / "loop.toml"
     journal = Path(report["files"]["journal"])

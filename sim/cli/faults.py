@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd_faults(args: argparse.Namespace) -> int:
     try:
         from sim.trial.cohort import PATIENTS
-        from sim.hil.faults.campaign import format_report, run_fault_campaign
+        from sim.hil.faults.campaign import run_fault_campaign
+        from sim.hil.faults.report import format_report
     except ImportError as exc:
         raise CliError(f"the fault campaign needs the simulator extra: pip install 'glucotwin[sim]' ({exc})") from None
     if args.patient not in PATIENTS:
