@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import controller  # noqa: F401 (installs the finder of moved module paths, controller.moved_modules)
+
 _LAZY = {
     "run_trial": "sim.trial.run",
     "TrialProtocol": "sim.trial.protocol",
