@@ -4,7 +4,7 @@ On a byte stream (UART, pseudo-terminal) one frame is::
 
     COBS( body || crc16_be(body) ) || 0x00
 
-``body`` is one protocol message (see ``protocol.py``). CRC-16/CCITT-FALSE:
+``body`` is one protocol message (see the ``protocol`` package). CRC-16/CCITT-FALSE:
 polynomial 0x1021, init 0xFFFF, no reflection, no final XOR
 (``binascii.crc_hqx(data, 0xFFFF)``; check value for ``b"123456789"`` is 0x29B1).
 COBS removes every 0x00 from the encoded bytes, so 0x00 only ever marks the end

@@ -41,7 +41,6 @@ import argparse
 import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -49,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .hil_clock import HilClock
 from .protocol import DOSE_TYPES, HEADER, OUTCOME_EXECUTED, NakReason, ProtocolError, load_key_file, peek_header
 from .transport import Transport, TransportError
 from .virtual_pump import PumpSettings, VirtualPump
@@ -106,18 +106,6 @@ def load_state(path: Path) -> dict[str, Any] | None:
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def parse_clock_message(payload: bytes) -> int | None:
-    """``{"t_ms": int >= 0}`` -> t_ms; None for anything else."""
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    t_ms = message.get("t_ms") if isinstance(message, dict) else None
-    if isinstance(t_ms, int) and not isinstance(t_ms, bool) and 0 <= t_ms < 2**63:
-        return t_ms
-    return None
 
 
 class PumpProcess:
@@ -248,52 +236,6 @@ class PumpProcess:
         return EXIT_OK
 
 
-class HilClock:
-    """Subscribes to ``{prefix}/clock`` and publishes ``{prefix}/pump_report`` (MQTT v5, QoS 1)."""
-
-    def __init__(self, config: Any, prefix: str, device_id: str) -> None:
-        from .mqtt_transport import MqttSession
-
-        if not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
-            raise ValueError(f"--hil-prefix must be non-empty, without + # or a trailing /, got {prefix!r}")
-        self.clock_topic = f"{prefix}/clock"
-        self.report_topic = f"{prefix}/pump_report"
-        self._inbox: queue.Queue[bytes] = queue.Queue(maxsize=10_000)
-        self.ignored: dict[str, int] = {}
-        self.session = MqttSession(config, [self.clock_topic], self._on_message,
-                                   client_id=f"glucotwin-pump-{device_id}-hil-{os.getpid()}")
-
-    def start(self) -> "HilClock":
-        self.session.start()
-        return self
-
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        try:
-            self._inbox.put_nowait(payload)
-        except queue.Full:
-            self.ignored["queue_full"] = self.ignored.get("queue_full", 0) + 1
-
-    def drain(self) -> list[int]:
-        times: list[int] = []
-        while True:
-            try:
-                payload = self._inbox.get_nowait()
-            except queue.Empty:
-                return times
-            t_ms = parse_clock_message(payload)
-            if t_ms is None:
-                self.ignored["bad_clock_message"] = self.ignored.get("bad_clock_message", 0) + 1
-                log.warning("ignored clock message %r", payload[:80])
-            else:
-                times.append(t_ms)
-
-    def publish_report(self, text: str) -> None:
-        self.session.publish(self.report_topic, text, qos=1)
-
-    def stop(self) -> None:
-        self.session.stop()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m firmware_bridge.pump_device",
                                 description="glucotwin reference virtual pump "
@@ -346,20 +288,22 @@ def _broker_config(url: str, args: argparse.Namespace) -> Any:
                                  tls_cert_file=args.mqtt_cert_file, tls_key_file=args.mqtt_key_file)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace | None:
+    """The checked arguments, with logging set up; None (after logging why) on a usage error."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s pump %(levelname)s %(message)s")
     if bool(args.port) == bool(args.mqtt_broker):
         log.error("give exactly one of --port and --mqtt-broker")
-        return EXIT_USAGE
+        return None
     if bool(args.hil_broker) != bool(args.hil_prefix):
         log.error("--hil-broker and --hil-prefix go together")
-        return EXIT_USAGE
-    state_file = Path(args.state_file) if args.state_file else None
-    ready_file = Path(args.ready_file) if args.ready_file else None
-    if ready_file is not None:
-        ready_file.unlink(missing_ok=True)  # a stale one from a previous run must not announce this one
+        return None
+    return args
+
+
+def _build_pump(args: argparse.Namespace, state_file: Path | None) -> VirtualPump | None:
+    """The pump from its settings, key file and state file; None (after logging why) if one is bad."""
     try:
         settings = PumpSettings(device_id=args.device_id, max_rate_u_per_h=args.max_rate, max_bolus_u=args.max_bolus,
                                 reservoir_u=args.reservoir, scheduled_basal_u_per_h=args.scheduled_basal,
@@ -371,13 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         pump = VirtualPump(settings, key, state)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
-        return EXIT_USAGE
+        return None
     if state_file is None:
         log.warning("no --state-file: a restart forgets executed seqs and the insulin of the last day")
     log.info("pump limits: bolus %.3f U, rate %.3f U/h, %.3f U per hour, %.3f U per day%s", settings.max_bolus_u,
              settings.max_rate_u_per_h, settings.hour_cap_milli_u / 1000, settings.day_cap_milli_u / 1000,
              " (derived: set --max-per-hour and --max-per-day for this person)" if settings.caps_derived else "")
+    return pump
 
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -385,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return stop
 
+
+def _open_links(args: argparse.Namespace, device_id: str) -> tuple[Any, HilClock | None] | None:
+    """The transport to the host and, with --hil-broker, the started HIL clock; None (after logging why)."""
     hil = None
     io: Any = None
     try:
@@ -396,16 +348,46 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .mqtt_transport import MqttTransport
 
-            io = MqttTransport(_broker_config(args.mqtt_broker, args), settings.device_id, prefix=args.mqtt_prefix,
+            io = MqttTransport(_broker_config(args.mqtt_broker, args), device_id, prefix=args.mqtt_prefix,
                                role="pump", client_id=args.mqtt_client_id or args.mqtt_username)
         if args.hil_broker:
-            hil = HilClock(_broker_config(args.hil_broker, args), args.hil_prefix, settings.device_id).start()
+            hil = HilClock(_broker_config(args.hil_broker, args), args.hil_prefix, device_id).start()
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         if io is not None:
             io.close()
-        return EXIT_USAGE
+        return None
+    return io, hil
 
+
+def _serve(process: PumpProcess, io: Any, hil: HilClock | None) -> int:
+    """Run the pump until stopped, then close the links and the audit log; the exit code."""
+    try:
+        return process.run()
+    finally:
+        if hil is not None:
+            hil.stop()
+        io.close()
+        if process.audit is not None:
+            process.audit.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args is None:
+        return EXIT_USAGE
+    state_file = Path(args.state_file) if args.state_file else None
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)  # a stale one from a previous run must not announce this one
+    pump = _build_pump(args, state_file)
+    if pump is None:
+        return EXIT_USAGE
+    stop = _stop_on_signals()
+    links = _open_links(args, pump.settings.device_id)
+    if links is None:
+        return EXIT_USAGE
+    io, hil = links
     try:
         process = PumpProcess(pump, io, state_file, hil=hil, ready_file=ready_file,
                               audit_log=Path(args.audit_log) if args.audit_log else None)
@@ -416,19 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         io.close()
         return EXIT_USAGE
     process.stop_event = stop
-    log.info("pump %s ready (last_seq %d, reservoir %.3f U, %s clock)", settings.device_id, pump.last_seq,
+    log.info("pump %s ready (last_seq %d, reservoir %.3f U, %s clock)", pump.settings.device_id, pump.last_seq,
              pump.reservoir_u, "HIL" if hil else "wall")
-    try:
-        code = process.run()
-    finally:
-        if hil is not None:
-            hil.stop()
-        io.close()
-        if process.audit is not None:
-            process.audit.close()
-    log.info("pump %s stopped (counters %s)", settings.device_id, dict(pump.counters))
+    code = _serve(process, io, hil)
+    log.info("pump %s stopped (counters %s)", pump.settings.device_id, dict(pump.counters))
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,6 +48,7 @@ from .protocol import (
     check_key,
     decode_reply,
 )
+from .protocol.history import HistoryPage, HistoryQuery, PumpHistory
 from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,6 @@ class PumpLink:
         ``retries`` times; raises :class:`PumpLinkError` when a page gets no valid reply
         (the caller then knows nothing: the loop starts conservative).
         """
-        from .history import HistoryPage, HistoryQuery, PumpHistory
-
         entries: list[Any] = []
         page: HistoryPage | None = None
         start = 0

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .history import HistoryEntry
 from .insulin_caps import DAILY, HOURLY, check_ledger, ledger_from_boluses
 from .protocol import RING_SIZE, MsgType, RingEntry, milli_floor
+from .protocol.history import HistoryEntry
 from .pump_settings import PumpSettings
 
 STATE_VERSION = 3

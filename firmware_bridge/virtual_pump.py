@@ -46,7 +46,6 @@ import hashlib
 from collections import Counter
 from typing import Any
 
-from .history import HISTORY_PAGE_SIZE, HistoryEntry, HistoryPage, HistoryQuery
 from .insulin_caps import InsulinLedger
 from .protocol import (
     HOST_TYPES,
@@ -76,6 +75,7 @@ from .protocol import (
     peek_header,
     verify_tag,
 )
+from .protocol.history import HISTORY_PAGE_SIZE, HistoryEntry, HistoryPage, HistoryQuery
 from .pump_settings import PumpSettings, round_down
 from .pump_state import HISTORY_KEEP_MS, HISTORY_MAX_ENTRIES, STATE_VERSION, checked_state, fresh_state
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge.history import HistoryPage, HistoryQuery
 from firmware_bridge.protocol import Command, Nak, NakReason, decode_reply
+from firmware_bridge.protocol.history import HistoryPage, HistoryQuery
 from firmware_bridge.pump_link import PumpLink
 from firmware_bridge.virtual_pump import PumpSettings, VirtualPump
 from test_pump_link import DEV, KEY, bolus, host, make_link, now_ms, serial_pump, socat  # noqa: F401

@@ -5,8 +5,8 @@ delivered: ``HISTORY(since_ms, start_index)`` is answered with one page of at
 most :data:`HISTORY_PAGE_SIZE` log entries, the number of entries that match,
 and whether the log covers ``since_ms`` entirely. ``PROTOCOL.md`` section 3.5
 gives the layouts with offsets and section 4.2 the exact matching and
-coverage rules. Like :mod:`firmware_bridge.protocol` this module only
-encodes and decodes; it reads no clock and does no I/O.
+coverage rules. Like the rest of :mod:`firmware_bridge.protocol` this module
+only encodes and decodes; it reads no clock and does no I/O.
 
 Every entry carries, besides what the event was, the basal programme in
 force after it (``basal_now`` until ``basal_until_ms``, then ``basal_then``,
@@ -21,22 +21,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import ClassVar
 
-from .protocol import (
-    MILLI_PER_U,
-    PAYLOAD_BYTES,
-    U16_MAX,
-    U32_MAX,
-    U64_MAX,
-    BadField,
-    Command,
-    Header,
-    MsgType,
-    _build,
-    _check_reply_header,
-    _check_uint,
-    _open,
-    _seal,
-)
+from .commands import Command
+from .errors import BadField
+from .fields import MILLI_PER_U, U16_MAX, U32_MAX, U64_MAX, _check_uint
+from .header import PAYLOAD_BYTES, Header, _open, _seal
+from .message_types import MsgType
+from .replies import _build, _check_reply_header
 
 HISTORY_PAGE_SIZE = 8
 QUERY_PAYLOAD = struct.Struct(">QI")
