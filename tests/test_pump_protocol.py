@@ -584,7 +584,7 @@ def test_firmware_bridge_is_a_leaf() -> None:
     import ast
 
     root = Path(__file__).resolve().parents[1] / "firmware_bridge"
-    for path in root.glob("*.py"):
+    for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
