@@ -4,8 +4,12 @@ A record holds everything the cycle used: the input (reading, announced
 carbs, clock, cycle length), the twin it ran on (profile, personalized
 parameters), the estimator's and the supervisor's state before the cycle,
 and the settings; and what it decided: the dose, the reason, the forecast
-components, the MPC's status and the compute time. :func:`replay` rebuilds
-the cycle from a record (after a JSON round trip) and decides again.
+components, the MPC's status and the compute time.
+
+This module writes and reads the record's parts; it sits below
+:mod:`controller.twin_policy`, which builds a record each cycle.
+:func:`controller.decision_replay.replay`, above both, rebuilds the cycle
+from a record (after a JSON round trip) and decides again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import numpy as np
 
 from controller.insulin_math import Delivery
 from controller.share_learning import ShareLearner
-from controller.mpc import MPCSettings
 from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits, SafetySupervisor
 from twin.estimator import EstimatorSettings, TwinEstimator
@@ -123,19 +126,3 @@ def build_record(policy: Any, inp: ControlInput, estimator_before: dict | None, 
         "output": dose.to_dict(),
     }
 
-
-def replay(record: dict[str, Any]) -> Dose:
-    """Decide again from a record; equals ``record['output']`` for an unchanged controller."""
-    from controller.twin_policy import ControlSettings, TwinMPCPolicy
-
-    if record.get("format") != FORMAT:
-        raise ValueError(f"not a decision record of format {FORMAT}")
-    twin = twin_from_dict(record["twin"])
-    settings = ControlSettings(estimator=EstimatorSettings(**record["settings"]["estimator"]),
-                               mpc=MPCSettings(**record["settings"]["mpc"]))
-    limits = SafetyLimits(**record["settings"]["limits"])
-    policy = TwinMPCPolicy(twin, settings, limits)
-    if record["estimator_before"] is not None:
-        policy.estimator = restore_estimator(twin, settings.estimator, record["estimator_before"])
-    policy.supervisor = restore_supervisor(twin.profile, limits, record["supervisor_before"])
-    return policy.decide(ControlInput.from_dict(record["input"]))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.decision_record import build_record, estimator_state, supervisor_state
 from controller.mpc import MPCSettings, ZoneMPC
 from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits, SafetySupervisor
@@ -81,8 +82,6 @@ class TwinMPCPolicy:
         the live loop passes False and calls :meth:`record_delivery` with what the pump confirmed."""
         if not self.record_decisions:
             return self._decide(inp, assume_delivered)
-        from controller.decision_record import build_record, estimator_state, supervisor_state
-
         before = (estimator_state(self.estimator), supervisor_state(self.supervisor))
         dose = self._decide(inp, assume_delivered)
         self.last_record = build_record(self, inp, before[0], before[1], dose)

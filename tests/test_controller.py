@@ -138,7 +138,7 @@ def test_layering_imports_point_down():
 def test_decision_record_round_trips_json_to_the_same_decision(twin):
     import json
 
-    from controller.decision_record import replay
+    from controller.decision_replay import replay
 
     policy = TwinMPCPolicy(twin, record_decisions=True)
     for i, g in enumerate([150, 160, 175, 190, 210, 230, 240, 245]):

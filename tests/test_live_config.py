@@ -85,7 +85,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from controller.loop.config import ranges as config_ranges  # noqa: E402
 from controller.loop.config.preflight import preflight  # noqa: E402
-from controller.loop.config.ranges import SETTINGS, Bound, Context, check_config, render_markdown  # noqa: E402
+from controller.loop.config.checks import check_config  # noqa: E402
+from controller.loop.config.ranges import SETTINGS, Bound, Context  # noqa: E402
+from controller.loop.config.reference import render_markdown  # noqa: E402
 
 CONFIG_MD = Path(__file__).resolve().parents[1] / "deploy" / "CONFIG.md"
 

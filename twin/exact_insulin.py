@@ -17,7 +17,7 @@ import numpy as np
 from scipy.linalg import expm
 
 from twin.model_params import ModelParams
-from twin.model import State
+from twin.model_state import State
 
 INSULIN_STATES = (State.I_P, State.X, State.I1, State.I_D, State.I_L, State.I_SC1, State.I_SC2)
 INSULIN_ROWS = slice(State.I_P, State.I_SC2 + 1)

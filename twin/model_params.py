@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 
-N_STATES = 13  # states of the model, named by twin.model.State
+N_STATES = 13  # states of the model, named by twin.model_state.State
 
 # name -> (unit, meaning)
 PARAMETER_INFO: dict[str, tuple[str, str]] = {

@@ -1,1 +1,1 @@
-"""The live loop's TOML configuration: the settings (``live_config``), every key's type and hard range (``ranges``), and the checks against the machine before anything connects (``preflight``)."""
+"""The live loop's TOML configuration: the settings (``live_config``), every key's type and hard range (``ranges``), the checks against that table (``checks``), the reference table deploy/CONFIG.md written from it (``reference``), and the checks against the machine before anything connects (``preflight``)."""

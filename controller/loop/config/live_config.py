@@ -68,7 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.loop.config.ranges import PUMP_MIN_KEY_BYTES, ConfigError, check_config
+from controller.loop.config.checks import check_config
+from controller.loop.config.ranges import PUMP_MIN_KEY_BYTES, ConfigError
 from controller.loop.runtime import LoopSettings
 from controller.safety import SafetyLimits
 from twin.profile import BasalSegment, PatientProfile

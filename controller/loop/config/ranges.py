@@ -20,10 +20,12 @@ and the open-source loops bound the same settings:
   scheduled rate; carb ratio and correction factor must lie within a factor of
   5 (CR) or 3..6 (CF) of the 500 and 1800 rules, which catches a slipped decimal point.
 
-This module is the single source of both the checks (:func:`check_config`) and
-the reference table (``deploy/CONFIG.md``, written by ``python -m
-controller.loop.config.ranges``; a test checks the two agree). It does no I/O: files,
-devices and secrets are checked by :mod:`controller.loop.config.preflight`.
+This table is the single source of both the checks
+(:func:`controller.loop.config.checks.check_config`) and the reference table
+(``deploy/CONFIG.md``, written by :mod:`controller.loop.config.reference`;
+``python -m controller.loop.config.ranges``, which the file names, still writes
+it; a test checks the two agree). None of them does I/O: files, devices and
+secrets are checked by :mod:`controller.loop.config.preflight`.
 
 Trials do not go through here: they build :class:`~controller.safety.SafetyLimits`
 in code (``SafetyLimits.for_profile``) and may use values a live loop may not.
@@ -31,10 +33,8 @@ in code (``SafetyLimits.for_profile``) and may use values a live loop may not.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -72,7 +72,7 @@ def age_group(age_years: float) -> str:
     return "teenage" if age_years < ADULT_FROM_YEARS else "adult"
 
 
-def _num(x: float) -> str:
+def format_number(x: float) -> str:
     """A number for messages and docs: integers without a decimal point, others to 4 significant digits."""
     if math.isfinite(x) and x == int(x) and abs(x) < 1e15:
         return str(int(x))
@@ -117,22 +117,22 @@ def _ref(name: str, unit: str = "", factor: float = 1.0, offset: float = 0.0, do
     def compute(ctx: Context) -> tuple[float, str]:
         value = float(ctx[name])
         result = factor * value + offset
-        how = f"{key} = {_num(value)}{(' ' + unit) if unit else ''}"
+        how = f"{key} = {format_number(value)}{(' ' + unit) if unit else ''}"
         if factor != 1.0 or offset:
-            expr = (f"{_num(factor)} x " if factor != 1.0 else "") + key
+            expr = (f"{format_number(factor)} x " if factor != 1.0 else "") + key
             if offset:
-                expr += f" {'+' if offset > 0 else '-'} {_num(abs(offset))}"
-            how = f"{expr} = {_num(result)} ({how})"
+                expr += f" {'+' if offset > 0 else '-'} {format_number(abs(offset))}"
+            how = f"{expr} = {format_number(result)} ({how})"
         return result, how
 
-    text = doc or ((f"{_num(factor)} x " if factor != 1.0 else "") + name
-                   + (f" {'+' if offset > 0 else '-'} {_num(abs(offset))}" if offset else ""))
+    text = doc or ((f"{format_number(factor)} x " if factor != 1.0 else "") + name
+                   + (f" {'+' if offset > 0 else '-'} {format_number(abs(offset))}" if offset else ""))
     return Bound(text, compute)
 
 
 def _min_of(*parts: float | Bound, doc: str) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
-        found = [(p, _num(p)) if isinstance(p, (int, float)) else p.compute(ctx) for p in parts]
+        found = [(p, format_number(p)) if isinstance(p, (int, float)) else p.compute(ctx) for p in parts]
         return min(v for v, _ in found), "the smaller of " + " and ".join(h for _, h in found)
 
     return Bound(doc, compute)
@@ -140,7 +140,7 @@ def _min_of(*parts: float | Bound, doc: str) -> Bound:
 
 def _max_of(*parts: float | Bound, doc: str) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
-        found = [(p, _num(p)) if isinstance(p, (int, float)) else p.compute(ctx) for p in parts]
+        found = [(p, format_number(p)) if isinstance(p, (int, float)) else p.compute(ctx) for p in parts]
         return max(v for v, _ in found), "the larger of " + " and ".join(h for _, h in found)
 
     return Bound(doc, compute)
@@ -148,7 +148,7 @@ def _max_of(*parts: float | Bound, doc: str) -> Bound:
 
 def _tdi_share(share: float) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
-        return share * ctx.tdi, f"{share:.0%} of total_daily_insulin_u ({_num(ctx.tdi)} U) = {_num(share * ctx.tdi)} U"
+        return share * ctx.tdi, f"{share:.0%} of total_daily_insulin_u ({format_number(ctx.tdi)} U) = {format_number(share * ctx.tdi)} U"
 
     return Bound(f"{share:.0%} of total_daily_insulin_u", compute)
 
@@ -156,16 +156,16 @@ def _tdi_share(share: float) -> Bound:
 def _per_group(table: dict[str, float], unit: str, what: str) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
         group = ctx.group
-        return table[group], f"the {group} maximum {_num(table[group])} {unit} (AndroidAPS {what})"
+        return table[group], f"the {group} maximum {format_number(table[group])} {unit} (AndroidAPS {what})"
 
-    doc = f"AndroidAPS {what} (" + ", ".join(f"{g} {_num(v)}" for g, v in table.items()) + f" {unit})"
+    doc = f"AndroidAPS {what} (" + ", ".join(f"{g} {format_number(v)}" for g, v in table.items()) + f" {unit})"
     return Bound(doc, compute)
 
 
 def _per_tdi(numerator: float, doc: str) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
         value = numerator / ctx.tdi
-        return value, f"{_num(numerator)} / total_daily_insulin_u ({_num(ctx.tdi)} U) = {_num(value)}"
+        return value, f"{format_number(numerator)} / total_daily_insulin_u ({format_number(ctx.tdi)} U) = {format_number(value)}"
 
     return Bound(doc, compute)
 
@@ -173,19 +173,19 @@ def _per_tdi(numerator: float, doc: str) -> Bound:
 def _per_weight(factor: float) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
         w = float(ctx["profile.weight_kg"])
-        return factor * w, f"{_num(factor)} U/kg x weight_kg ({_num(w)} kg) = {_num(factor * w)} U"
+        return factor * w, f"{format_number(factor)} U/kg x weight_kg ({format_number(w)} kg) = {format_number(factor * w)} U"
 
-    return Bound(f"{_num(factor)} U/kg x weight_kg", compute)
+    return Bound(f"{format_number(factor)} U/kg x weight_kg", compute)
 
 
 def _largest_basal_times(factor: float) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
         largest = ctx.largest_basal
         if factor == 1.0:
-            return largest, f"the largest scheduled basal {_num(largest)} U/h"
-        return factor * largest, f"{_num(factor)} x the largest scheduled basal ({_num(largest)} U/h) = {_num(factor * largest)} U/h"
+            return largest, f"the largest scheduled basal {format_number(largest)} U/h"
+        return factor * largest, f"{format_number(factor)} x the largest scheduled basal ({format_number(largest)} U/h) = {format_number(factor * largest)} U/h"
 
-    text = "the largest scheduled basal" if factor == 1.0 else f"{_num(factor)} x the largest scheduled basal"
+    text = "the largest scheduled basal" if factor == 1.0 else f"{format_number(factor)} x the largest scheduled basal"
     return Bound(text, compute)
 
 
@@ -394,7 +394,7 @@ SETTINGS: tuple[Setting, ...] = (
             _min_of(30.0, Bound("command_validity_s / (retries + 1)",
                                 lambda ctx: (float(ctx["loop.command_validity_s"]) / (int(ctx["pump.retries"]) + 1),
                                              f"command_validity_s / (retries + 1) = "
-                                             f"{_num(float(ctx['loop.command_validity_s']))} / "
+                                             f"{format_number(float(ctx['loop.command_validity_s']))} / "
                                              f"{int(ctx['pump.retries']) + 1}")),
                     doc="command_validity_s / (retries + 1), at most 30")),
     # --- [nightscout] --------------------------------------------------------------------------------------
@@ -423,6 +423,7 @@ for _s in SETTINGS:
 
 
 def settings_of(section: str) -> list[Setting]:
+    """The settings of one section, in the table's order."""
     return list(_BY_SECTION[section])
 
 
@@ -442,232 +443,7 @@ def toml_repr(value: Any) -> str:
     return str(value)
 
 
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if not close:  # a key without its unit suffix: "rate" for "rate_u_per_h"
-        close = [k for k in known if len(key) >= 3 and k.startswith(key)][:1]
-    return f" (did you mean {close[0]}?)" if close else ""
+if __name__ == "__main__":  # pragma: no cover - deploy/CONFIG.md names this command; the writer is reference.py
+    from controller.loop.config.reference import main
 
-
-def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
-    return ConfigError(f"{where}: unknown key {key!r}{_suggest(key, known)}; known keys: {', '.join(known)}")
-
-
-def _type_error(s: Setting, where: str, value: Any) -> str | None:
-    """Why ``value`` has the wrong type for ``s`` (None if it is fine)."""
-    if s.kind == "bool":
-        if not isinstance(value, bool):
-            return f"{where} = {toml_repr(value)}: must be a TOML boolean (true or false, without quotes)"
-    elif s.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"{where} = {toml_repr(value)}: must be an integer (without quotes or a decimal point)"
-    elif s.kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            unit = f" ({s.unit})" if s.unit else ""
-            return f"{where} = {toml_repr(value)}: must be a number{unit}, without quotes"
-        if not math.isfinite(value):
-            return f"{where} = {toml_repr(value)}: must be a finite number"
-    elif s.kind in ("str", "choice"):
-        if not isinstance(value, str):
-            return f"{where} = {toml_repr(value)}: must be a string (in double quotes)"
-    return None
-
-
-def _bound(b: float | Bound | None, ctx: Context) -> tuple[float | None, str]:
-    if b is None or isinstance(b, (int, float)):
-        return b, ""
-    return b.compute(ctx)
-
-
-def _range_text(s: Setting, lo: float | None, hi: float | None) -> str:
-    unit = f" {s.unit}" if s.unit and s.unit != "x" else ""
-    if lo is not None and hi is not None:
-        return f"between {_num(lo)} and {_num(hi)}{unit}"
-    if lo is not None:
-        return f"at least {_num(lo)}{unit}"
-    return f"at most {_num(hi)}{unit}"
-
-
-def _check_value(s: Setting, where: str, value: Any, ctx: Context) -> None:
-    problem = _type_error(s, where, value)
-    if problem:
-        raise ConfigError(problem)
-    if s.choices:
-        if value not in s.choices:
-            allowed = ", ".join(toml_repr(c) for c in s.choices)
-            why = f" ({s.reason})" if s.kind == "bool" else ""
-            raise ConfigError(f"{where} = {toml_repr(value)}: must be {'one of ' if len(s.choices) > 1 else ''}"
-                              f"{allowed}{why}")
-        return
-    if s.pattern is not None and not re.fullmatch(s.pattern, value):
-        raise ConfigError(f"{where} = {toml_repr(value)}: must be {s.pattern_doc}")
-    if s.kind in ("float", "int"):
-        lo, lo_how = _bound(s.low, ctx)
-        hi, hi_how = _bound(s.high, ctx)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            hows = []
-            if lo_how:
-                hows.append(f"lowest: {lo_how}")
-            if hi_how:
-                hows.append(f"highest: {hi_how}")
-            default = s.default
-            if isinstance(default, Bound) or (default is not REQUIRED and default is not None):
-                d = default.compute(ctx)[0] if isinstance(default, Bound) else default
-                hows.append(f"default {toml_repr(d) if not isinstance(d, float) else _num(d)}"
-                            + (f" = {default.doc}" if isinstance(default, Bound) else ""))
-            detail = f" ({'; '.join(hows)})" if hows else ""
-            raise ConfigError(f"{where} = {toml_repr(value)}: must be {_range_text(s, lo, hi)}{detail}")
-
-
-def _basal(s: Setting, value: Any, ctx: Context) -> tuple[tuple[int, float], ...]:
-    where = s.name
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where} = {toml_repr(value)}: must be a list of {{start = \"HH:MM\", rate_u_per_h = ...}}")
-    rate_setting = Setting("profile", "rate_u_per_h", "float", REQUIRED, s.reason, "U/h", s.low, s.high)
-    segments: list[tuple[int, float]] = []
-    for i, seg in enumerate(value):
-        at = f"[profile] basal[{i}]"
-        if not isinstance(seg, dict):
-            raise ConfigError(f"{at} = {toml_repr(seg)}: must be {{start = \"HH:MM\", rate_u_per_h = ...}}")
-        for key in seg:
-            if key not in ("start", "rate_u_per_h"):
-                raise _unknown(at, key, ["start", "rate_u_per_h"])
-        for key in ("start", "rate_u_per_h"):
-            if key not in seg:
-                raise ConfigError(f"{at} needs {key}")
-        start = seg["start"]
-        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", start) if isinstance(start, str) else None
-        if m is None:
-            raise ConfigError(f"{at}.start = {toml_repr(start)}: must be \"HH:MM\" (00:00..23:59)")
-        minute = int(m.group(1)) * 60 + int(m.group(2))
-        if i == 0 and minute != 0:
-            raise ConfigError(f"{at}.start = {toml_repr(start)}: the first segment must start at \"00:00\"")
-        if segments and minute <= segments[-1][0]:
-            raise ConfigError(f"{at}.start = {toml_repr(start)}: segments must be in increasing start order")
-        _check_value(rate_setting, f"{at}.rate_u_per_h", seg["rate_u_per_h"], ctx)
-        segments.append((minute, float(seg["rate_u_per_h"])))
-    bounds = [m for m, _ in segments] + [1440]
-    daily = sum(rate * (end - start) / 60.0 for (start, rate), end in zip(segments, bounds[1:]))
-    lo, hi = (share * ctx.tdi for share in DAILY_BASAL_TDI_SHARE)
-    if not lo * (1 - 1e-9) <= daily <= hi * (1 + 1e-9):  # rate x 24 h is not exact in binary
-        raise ConfigError(f"[profile] basal: the schedule delivers {_num(daily)} U/day; it must be between "
-                          f"{_num(lo)} and {_num(hi)} U ({DAILY_BASAL_TDI_SHARE[0]:.0%}..{DAILY_BASAL_TDI_SHARE[1]:.0%}"
-                          f" of total_daily_insulin_u = {_num(ctx.tdi)} U)")
-    return tuple(segments)
-
-
-def check_config(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Type- and range-check a parsed TOML mapping; return every section's values with defaults filled in.
-
-    Sections absent from ``data`` are returned too (all defaults), except ``nightscout``, which is
-    returned only when present. ``[profile] basal`` becomes ``((start_min, rate_u_per_h), ...)``.
-    Raises :class:`ConfigError` naming ``[section] key``, the value and the allowed range.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a TOML document")
-    for section in data:
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section [{section}]{_suggest(section, list(SECTIONS))}; "
-                              f"known sections: {', '.join(SECTIONS)}")
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"[{section}] must be a table (a [{section}] header), got {toml_repr(data[section])}")
-    if "profile" not in data:
-        raise ConfigError("config needs a [profile] section")
-    ctx = Context()
-    out: dict[str, dict[str, Any]] = {}
-    for section in SECTIONS:
-        if section == "nightscout" and section not in data:
-            continue
-        given = data.get(section, {})
-        known = [s.key for s in _BY_SECTION[section]]
-        for key in given:
-            if key not in known:
-                raise _unknown(f"[{section}]", key, known)
-        values: dict[str, Any] = {}
-        for s in _BY_SECTION[section]:
-            if s.key in given:
-                value = given[s.key]
-                if s.kind == "basal":
-                    value = _basal(s, value, ctx)
-                else:
-                    _check_value(s, s.name, value, ctx)
-            elif s.default is REQUIRED:
-                raise ConfigError(f"{s.name} is required ({s.reason})")
-            elif isinstance(s.default, Bound):
-                value = s.default.compute(ctx)[0]
-            else:
-                value = s.default
-            if s.kind == "float" and value is not None:
-                value = float(value)
-            values[s.key] = value
-            ctx.values[(section, s.key)] = value
-        out[section] = values
-    return out
-
-
-# --- the reference table (deploy/CONFIG.md) ----------------------------------------------------------------
-
-def _doc_bound(b: float | Bound | None) -> str:
-    if b is None:
-        return ""
-    return _num(b) if isinstance(b, (int, float)) else b.doc
-
-
-def _doc_default(s: Setting) -> str:
-    if s.default is REQUIRED:
-        return "required"
-    if s.default is None:
-        return "(none)"
-    if isinstance(s.default, Bound):
-        return s.default.doc
-    if isinstance(s.default, float):
-        return _num(s.default)
-    return toml_repr(s.default)
-
-
-def _doc_allowed(s: Setting) -> str:
-    if s.kind == "basal":
-        return f"list of {{start = \"HH:MM\", rate_u_per_h}}; rate {_doc_bound(s.low)} .. {_doc_bound(s.high)} U/h"
-    if s.choices:
-        return " or ".join(toml_repr(c) for c in s.choices)
-    if s.kind == "bool":
-        return "true or false"
-    if s.pattern is not None:
-        return s.pattern_doc
-    if s.kind in ("float", "int"):
-        unit = f" {s.unit}" if s.unit and s.unit != "x" else ""
-        return f"{_doc_bound(s.low)} .. {_doc_bound(s.high)}{unit}"
-    return "any string"
-
-
-_TYPE_DOC = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "choice": "string",
-             "basal": "array of tables"}
-
-
-def render_markdown() -> str:
-    """``deploy/CONFIG.md``: every key, its type, default, allowed range and why (from :data:`SETTINGS`)."""
-    lines = [
-        "# glucotwin run: configuration reference",
-        "",
-        "Generated from `controller/loop/config/ranges.py` (`python -m controller.loop.config.ranges > deploy/CONFIG.md`);",
-        "a test checks that this file and the code agree. Ranges are inclusive hard limits: a value outside",
-        "them, a value of the wrong TOML type (`\"false\"` is a string, `5.0` is not an integer) or an unknown",
-        "key stops `glucotwin run` with one line naming the key, the value and the allowed range.",
-        "Age groups (AndroidAPS): child < 13, teenage 13..17, adult >= 18 years (`[profile] age_years`).",
-        "After loading, a preflight reads every secret and checks files and devices before anything connects",
-        f"(pump key hex and >= {PUMP_MIN_KEY_BYTES} bytes, Nightscout secret >= {NIGHTSCOUT_MIN_SECRET_CHARS} "
-        "characters, MQTT password and TLS files readable,",
-        "journal directory writable, serial devices present). Research software, not a medical device.",
-        "",
-    ]
-    for section in SECTIONS:
-        lines += [f"## [{section}]", "", "| key | type | default | allowed | why |", "|---|---|---|---|---|"]
-        for s in _BY_SECTION[section]:
-            cells = [f"`{s.key}`", _TYPE_DOC[s.kind], _doc_default(s), _doc_allowed(s), s.reason]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(render_markdown(), end="")
+    main()
