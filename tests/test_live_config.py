@@ -236,7 +236,7 @@ def test_cross_section_ranges():
 
 def test_config_reference_is_generated_from_the_table():
     assert CONFIG_MD.read_text() == render_markdown(), \
-        "deploy/CONFIG.md is stale: python -m controller.loop.config.ranges > deploy/CONFIG.md"
+        "deploy/CONFIG.md is stale: python -m controller.loop.config.reference > deploy/CONFIG.md"
     text = CONFIG_MD.read_text()
     for s in SETTINGS:
         assert f"| `{s.key}` |" in text and s.reason in text

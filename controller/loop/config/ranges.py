@@ -442,8 +442,3 @@ def toml_repr(value: Any) -> str:
         return "[" + ", ".join(toml_repr(v) for v in value) + "]"
     return str(value)
 
-
-if __name__ == "__main__":  # pragma: no cover - deploy/CONFIG.md names this command; the writer is reference.py
-    from controller.loop.config.reference import main
-
-    main()

@@ -1,7 +1,6 @@
 """The reference table of the live configuration, ``deploy/CONFIG.md``, written from the table of ranges.
 
-``python -m controller.loop.config.reference > deploy/CONFIG.md`` (or, as the
-file itself says, ``python -m controller.loop.config.ranges``) regenerates it;
+``python -m controller.loop.config.reference > deploy/CONFIG.md`` regenerates it;
 a test checks that the file and :data:`controller.loop.config.ranges.SETTINGS` agree.
 """
 
@@ -62,7 +61,7 @@ def render_markdown() -> str:
     lines = [
         "# glucotwin run: configuration reference",
         "",
-        "Generated from `controller/loop/config/ranges.py` (`python -m controller.loop.config.ranges > deploy/CONFIG.md`);",
+        "Generated from `controller/loop/config/ranges.py` (`python -m controller.loop.config.reference > deploy/CONFIG.md`);",
         "a test checks that this file and the code agree. Ranges are inclusive hard limits: a value outside",
         "them, a value of the wrong TOML type (`\"false\"` is a string, `5.0` is not an integer) or an unknown",
         "key stops `glucotwin run` with one line naming the key, the value and the allowed range.",
