@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HEAVY = ("simglucose", "pandas", "matplotlib")
+HEAVY = ("simglucose", "pandas", "matplotlib", "dask", "distributed")
 
 
 def _glucotwin_command() -> list[str]:
