@@ -172,3 +172,18 @@ def test_the_public_names_of_sim_and_the_console_script_are_where_they_were():
     from sim.trial.controllers import SimglucoseController
 
     assert sim.SimglucoseController is SimglucoseController and callable(main)
+
+
+SIM_FLOORS = {"sim.engine": 1, "sim.trial": 2, "sim.hil": 3, "sim.population": 3, "sim.forecast": 3,
+              "sim.bench": 4, "sim.report": 4, "sim.cli": 5}
+
+
+def test_inside_sim_the_subpackages_build_on_the_trial_harness_and_the_cli_sits_on_top():
+    """ARCHITECTURE.md: engine, then trial, then HIL / populations / forecasts, then bench and
+    reports, then the CLI; an import never climbs to a higher floor of ``sim``."""
+    def floor(module: str) -> int | None:
+        return SIM_FLOORS.get(".".join(module.split(".")[:2]))
+
+    wrong = [f"{m} imports {t}" for m, p in MODULES.items() if floor(m) is not None
+             for t in _imports(m, p, top_level_only=False) if floor(t) is not None and floor(t) > floor(m)]
+    assert not wrong, "\n".join(wrong)

@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.loop.config.live_config import LiveConfig
-from controller.loop.ports import PumpHistory, PumpHistoryEntry, PumpHistoryUnavailable, PumpOrder, PumpOutcome
+from controller.loop.ports import (
+    PumpHistory,
+    PumpHistoryEntry,
+    PumpHistoryUnavailable,
+    PumpOrder,
+    PumpOutcome,
+)
 
 MS_PER_S = 1000.0
 PUMP_EVENT_KINDS = ("bolus", "temp_basal", "temp_cancel", "suspend", "resume")

@@ -29,18 +29,17 @@ import numpy as np
 from simglucose.patient.t1dpatient import Action, T1DPatient
 from simglucose.simulation.scenario_gen import RandomScenario
 
-from sim.trial.cohort import PATIENTS, clinical_profile, patient_index, simulator_parameters
-from twin.model import PMOL_PER_U, ModelParams, simulate
-from twin.model_params import initial_states_from_mappings
+from sim.trial.cohort import (
+    PATIENTS,
+    clinical_profile,
+    patient_index,
+    simulator_parameters,
+    twin_parameters,
+)
+from twin.model import PMOL_PER_U, simulate
 
 BENCHMARK_START = datetime(2025, 1, 1, 0, 0)
 MINUTES_PER_DAY = 24 * 60
-
-
-def twin_parameters(patients: Sequence[str]) -> tuple[ModelParams, np.ndarray]:
-    """Model parameters (N,) and initial states (N, 13) of simglucose patients, from their simulator rows."""
-    rows = [simulator_parameters(name).to_dict() for name in patients]
-    return ModelParams.from_mappings(rows), initial_states_from_mappings(rows)
 
 
 def scenario_inputs(name: str, days: float, seed_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-from sensors import FORMATS  # standard library only: light enough for the CLI's start-up
+from sensors import (
+    FORMATS,  # standard library only: light enough for the CLI's start-up
+)
 from sim.cli.args import CliError, positive_float
 
 
@@ -68,7 +70,11 @@ def _choose_methods(requested: list[str] | None):
 
 def _profile(args: argparse.Namespace) -> tuple[Any, str]:
     """The profile to replay with, and where it came from."""
-    from sim.forecast.replay import DEFAULT_PROFILE_SOURCE, default_profile, load_profile
+    from sim.forecast.replay import (
+        DEFAULT_PROFILE_SOURCE,
+        default_profile,
+        load_profile,
+    )
 
     if args.profile is None:
         return default_profile(), DEFAULT_PROFILE_SOURCE
@@ -155,7 +161,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         print(f"wrote report to {args.json}")
     if not args.no_report and (args.report or args.json or args.forecasts):
-        from sim.report import replay_report_after_run, replay_report_path  # never raises
+        from sim.report import (  # never raises
+            replay_report_after_run,
+            replay_report_path,
+        )
 
         replay_report_after_run(args.report or replay_report_path(args.json or args.forecasts), summary(),
                                 readings, result.forecasts, tz=args.tz)

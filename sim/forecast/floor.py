@@ -26,9 +26,9 @@ from datetime import timedelta
 import numpy as np
 from simglucose.simulation.scenario_gen import RandomScenario
 
+from sim.trial.cohort import twin_parameters
 from sim.trial.protocol import TrialProtocol
 from sim.trial.runner import PatientRun
-from sim.bench.twin_fidelity import twin_parameters
 from twin.model import simulate
 
 

@@ -35,9 +35,9 @@ from urllib.parse import urlparse
 from controller.loop.config.live_config import profile_to_toml
 from controller.safety import SafetyLimits
 from sim.hil.broker import Mosquitto
+from sim.hil.patient import HilBus, RemoteLoopController, subject_slug
 from sim.trial.cohort import clinical_profile
 from sim.trial.priors import population_prior
-from sim.hil.patient import HilBus, RemoteLoopController, subject_slug
 from sim.trial.protocol import TrialProtocol
 from sim.trial.run import TrialResult, run_trial
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import csv
 import functools
 from importlib import resources
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from twin.model_params import ModelParams, initial_states_from_mappings
 from twin.profile import PatientProfile, flat_basal
 
 GROUPS = ("adolescent", "adult", "child")
@@ -102,3 +105,10 @@ def clinical_profile(name: str, target_mg_dl: float = 120.0) -> PatientProfile:
         basal_schedule=flat_basal(basal_u_per_h),
         target_mg_dl=target_mg_dl,
     )
+
+
+def twin_parameters(patients: Sequence[str]) -> tuple[ModelParams, np.ndarray]:
+    """Model parameters (N,) and initial states (N, 13) of simglucose patients, from their simulator rows
+    (validation and reference controllers only, never the control path)."""
+    rows = [simulator_parameters(name).to_dict() for name in patients]
+    return ModelParams.from_mappings(rows), initial_states_from_mappings(rows)

@@ -26,7 +26,10 @@ class NightscoutUpload:
     into the loop: a failure is printed once per kind and the loop goes on."""
 
     def __init__(self, config: LiveConfig, policy: TwinMPCPolicy, err: TextIO = sys.stderr) -> None:
-        from controller.loop.nightscout.uploader import NightscoutClient, NightscoutUploader
+        from controller.loop.nightscout.uploader import (
+            NightscoutClient,
+            NightscoutUploader,
+        )
 
         ns = config.nightscout
         if ns is None:
