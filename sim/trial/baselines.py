@@ -44,12 +44,22 @@ def twin_mpc_oracle(patient_name: str, arm: str) -> Controller:
     return oracle_mpc_controller(patient_name, arm)
 
 
+def ceiling_causal(patient_name: str, arm: str) -> Controller:
+    """NOT a fair controller: nonlinear MPC on the true model and true state (a ceiling)."""
+    from sim.trial.ceiling import ceiling_causal_controller
+
+    return ceiling_causal_controller(patient_name, arm)
+
+
 CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "mpc": (twin_mpc, "glucotwin: twin estimator + zone MPC + independent safety supervisor"),
     "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
     "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
     "mpc-oracle": (twin_mpc_oracle, "NOT a fair controller: mpc with the simulator's own patient parameters as "
                                     "its twin; an upper-bound reference for research (breaks the honesty rules)"),
+    "ceiling-causal": (ceiling_causal, "NOT a fair controller: nonlinear MPC on the simulator's true model and "
+                                       "true state each sample, meals known once they start (HCL) or only once in "
+                                       "the gut (FCL); a ceiling for research (breaks the honesty rules)"),
 }
 
 DEFAULT_CONTROLLER = "mpc"

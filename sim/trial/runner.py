@@ -59,6 +59,9 @@ def simulate_patient(
                    physiology_scale=protocol.physiology_scale)
     ctrl = _resolve(controller)(patient, protocol.arm)
     diagnostics_of = getattr(ctrl, "diagnostics", None)
+    attach_env = getattr(ctrl, "attach_env", None)  # ceiling references only: they read the true state
+    if attach_env is not None:
+        attach_env(env)
 
     ctrl.reset()
     obs, reward, done, info = env.reset()
