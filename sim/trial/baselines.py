@@ -51,6 +51,13 @@ def ceiling_causal(patient_name: str, arm: str) -> Controller:
     return ceiling_causal_controller(patient_name, arm)
 
 
+def ceiling_clairvoyant(patient_name: str, arm: str) -> Controller:
+    """NOT a fair controller: ceiling-causal that also knows every future meal (a ceiling)."""
+    from sim.trial.ceiling import ceiling_clairvoyant_controller
+
+    return ceiling_clairvoyant_controller(patient_name, arm)
+
+
 CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "mpc": (twin_mpc, "glucotwin: twin estimator + zone MPC + independent safety supervisor"),
     "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
@@ -60,6 +67,9 @@ CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "ceiling-causal": (ceiling_causal, "NOT a fair controller: nonlinear MPC on the simulator's true model and "
                                        "true state each sample, meals known once they start (HCL) or only once in "
                                        "the gut (FCL); a ceiling for research (breaks the honesty rules)"),
+    "ceiling-clairvoyant": (ceiling_clairvoyant, "NOT a fair controller: ceiling-causal that also knows every "
+                                                 "meal of the run in advance (time and grams); the clairvoyant "
+                                                 "ceiling for research (breaks the honesty rules)"),
 }
 
 DEFAULT_CONTROLLER = "mpc"

@@ -209,3 +209,55 @@ class CausalReference(Controller):
 def ceiling_causal_controller(patient_name: str, arm: str) -> CausalReference:
     """Factory for ``glucotwin trial --controller ceiling-causal``."""
     return CausalReference(patient_name, meal_announcement=arm == "hcl")
+
+
+class ClairvoyantReference(CausalReference):
+    """``ceiling-clairvoyant``: :class:`CausalReference` that also knows every future meal of the run
+    (time and grams, read from a copy of the simulation's scenario) within its 7-h prediction.
+
+    A receding-horizon stand-in for optimizing the whole run at once: each cycle re-plans 7 h ahead
+    with all meals in that window known, so pre-meal boluses and post-meal suspensions are chosen
+    with the next meals in view; insulin's action (about 6 h) is shorter than the window.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self._meals_g: dict[int, float] | None = None
+        self._t0: Any = None
+
+    def _future_meals(self) -> dict[int, float]:
+        """Minutes since the run's start -> grams, for the whole run and one horizon beyond."""
+        if self._meals_g is None:
+            from datetime import timedelta
+
+            scenario = copy.deepcopy(self._env.scenario)  # after env.reset(): replays what the env will do
+            self._t0 = self._env.time
+            total = int(3 * 1440 * 4)  # generous: up to 12 days; trials stop earlier
+            meals = {}
+            for minute in range(total):
+                grams = scenario.get_action(self._t0 + timedelta(minutes=minute)).meal
+                if grams > 0:
+                    meals[minute] = float(grams)
+            self._meals_g = meals
+        return self._meals_g
+
+    def _start(self, meal_record: bool) -> tuple[np.ndarray, MealState, np.ndarray]:
+        x, meal, carbs = super()._start(True)
+        now = int(round((self._env.time - self._env_start()).total_seconds() / 60.0))
+        for minute, grams in self._future_meals().items():
+            step = (minute - now) // int(DT_MIN)
+            if minute >= now and 0 <= step < carbs.size:
+                carbs[step] += grams
+        return x, meal, carbs
+
+    def _env_start(self) -> Any:
+        self._future_meals()
+        return self._t0
+
+
+def ceiling_clairvoyant_controller(patient_name: str, arm: str) -> ClairvoyantReference:
+    """Factory for ``glucotwin trial --controller ceiling-clairvoyant`` (the arm does not matter: it
+    knows every meal in advance)."""
+    ref = ClairvoyantReference(patient_name, meal_announcement=True)
+    ref.reset()
+    return ref
