@@ -120,6 +120,8 @@ def build_record(policy: Any, inp: ControlInput, estimator_before: dict | None, 
         "input": inp.to_dict(),
         "twin": twin_to_dict(policy.twin),
         "settings": {"estimator": asdict(policy.settings.estimator), "mpc": asdict(policy.settings.mpc),
+                     "meal_bolus": (asdict(policy.settings.meal_bolus)
+                                    if policy.settings.meal_bolus is not None else None),
                      "limits": asdict(policy.limits)},
         "estimator_before": estimator_before,
         "supervisor_before": supervisor_before,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.decision_record import FORMAT, restore_estimator, restore_supervisor, twin_from_dict
+from controller.meal_bolus import MealBolusSettings
 from controller.mpc import MPCSettings
 from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits
@@ -21,8 +22,10 @@ def replay(record: dict[str, Any]) -> Dose:
     if record.get("format") != FORMAT:
         raise ValueError(f"not a decision record of format {FORMAT}")
     twin = twin_from_dict(record["twin"])
+    meal = record["settings"].get("meal_bolus")  # absent in records written before the meal bolus
     settings = ControlSettings(estimator=EstimatorSettings(**record["settings"]["estimator"]),
-                               mpc=MPCSettings(**record["settings"]["mpc"]))
+                               mpc=MPCSettings(**record["settings"]["mpc"]),
+                               meal_bolus=MealBolusSettings(**meal) if meal is not None else None)
     limits = SafetyLimits(**record["settings"]["limits"])
     policy = TwinMPCPolicy(twin, settings, limits)
     if record["estimator_before"] is not None:

@@ -115,8 +115,11 @@ class ZoneMPC:
         return [(0.0, first), (first, s.block_end_min), (s.block_end_min, s.horizon_min)]
 
     def solve(self, estimator: Any, cycle_min: float, scheduled_u_per_h: float, max_basal_u_per_h: float,
-              max_bolus_u: float) -> MPCResult:
-        """Propose (basal for this cycle, bolus now) from the estimator's current twin."""
+              max_bolus_u: float, min_bolus_u: float = 0.0) -> MPCResult:
+        """Propose (basal for this cycle, bolus now) from the estimator's current twin.
+
+        ``min_bolus_u`` is a bolus decided before the MPC (the meal bolus): the plan
+        starts from it and may add to it, and the basal may still go down to zero."""
         tic = time.perf_counter()
         s = self.settings
         steps = int(round(s.horizon_min / s.step_min))
@@ -142,6 +145,8 @@ class ZoneMPC:
                 m[k:, j] += response[: steps + 1 - k] / (kb - ka)
         lengths_h = np.array([(b - a) / MIN_PER_H for a, b in blocks])
         u_nominal = scheduled_u_per_h * lengths_h  # U per block on the scheduled basal
+        min_bolus_u = min(max(min_bolus_u, 0.0), max_bolus_u)
+        u_nominal[0] += min_bolus_u  # moving away from the meal bolus costs, not the bolus itself
 
         low = self.target_mg_dl - s.zone_low_offset_mg_dl
         high = self.target_mg_dl + s.zone_high_offset_mg_dl
@@ -168,7 +173,7 @@ class ZoneMPC:
             return float(value), grad
 
         first_max = max_basal_u_per_h * lengths_h[0] + max_bolus_u
-        bounds = [(0.0, first_max)] + [(0.0, max_basal_u_per_h * lh) for lh in lengths_h[1:]]
+        bounds = [(min_bolus_u, first_max)] + [(0.0, max_basal_u_per_h * lh) for lh in lengths_h[1:]]
         x0 = np.minimum(u_nominal, [b[1] for b in bounds])
         try:
             res = minimize(cost, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 60})
@@ -178,9 +183,8 @@ class ZoneMPC:
         if not np.all(np.isfinite(u)):
             return self._fallback(scheduled_u_per_h, "solver returned non-finite insulin", tic)
         status = "optimal" if res.success else f"solver stopped early ({res.message}); best plan used"
-        first_rate = u[0] / lengths_h[0]
-        basal = min(first_rate, max_basal_u_per_h)
-        bolus = max(u[0] - basal * lengths_h[0], 0.0)
+        bolus = max(min_bolus_u, u[0] - max_basal_u_per_h * lengths_h[0], 0.0)
+        basal = min(max(u[0] - bolus, 0.0) / lengths_h[0], max_basal_u_per_h)
         predicted = nominal + m @ (u - u_nominal)
         return MPCResult(
             basal_u_per_h=float(basal),

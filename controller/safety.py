@@ -55,7 +55,9 @@ class SafetyLimits:
         at first (0.8: a clinical carb ratio can over-dose; the MPC adds no correction on top
         of it while the carbs are on board). The supervisor then learns the share from what
         the CGM does after each meal (:mod:`controller.share_learning`), within
-        ``[meal_insulin_fraction_min, meal_insulin_fraction_max]``.
+        ``[meal_insulin_fraction_min, meal_insulin_fraction_max]``. 1.0 (the calculator's
+        whole dose from the first meal) gains time in range and costs time below 54 mg/dL for
+        children whose profile over-doses them (issue 17's measurements, README).
     meal_insulin_fraction_min, meal_insulin_fraction_max: bounds of the learned share;
         the maximum is at most 1 (never more than the bolus calculator). Set both equal to
         ``meal_insulin_fraction`` to switch learning off.

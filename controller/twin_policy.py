@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.decision_record import build_record, estimator_state, supervisor_state
+from controller.meal_bolus import MealBolusSettings, decide_meal_bolus
 from controller.mpc import MPCSettings, ZoneMPC
 from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits, SafetySupervisor
@@ -41,6 +42,7 @@ class ControlSettings:
 
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
     mpc: MPCSettings = field(default_factory=MPCSettings)
+    meal_bolus: MealBolusSettings | None = field(default_factory=MealBolusSettings)
     pump_increment_u: float = 0.001
     max_twin_gap_min: float = 720.0
 
@@ -138,13 +140,24 @@ class TwinMPCPolicy:
         self.supervisor.observe(inp.time, inp.cgm_mg_dl)  # the supervisor judges every reading itself
 
         max_basal = min(self.limits.max_basal_u_per_h, self.limits.max_basal_multiple * scheduled)
+        meal = None
         if est.readings_accepted == 0:
             proposal = Dose(scheduled, 0.0, "no accepted CGM reading yet: scheduled basal")
             mpc_status = "not run"
         else:
-            result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u)
+            if inp.announced_carbs_g > 0 and self.settings.meal_bolus is not None:
+                glucose_now = inp.cgm_mg_dl if outcome.accepted and inp.cgm_mg_dl is not None else est.glucose_mg_dl
+                p = self.profile
+                meal = decide_meal_bolus(est, inp.announced_carbs_g, glucose_now, self.supervisor.iob_u(inp.time),
+                                         p.target_mg_dl, p.carb_ratio_g_per_u, p.correction_factor_mg_dl_per_u,
+                                         scheduled, self.settings.meal_bolus)
+            result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u,
+                                    min_bolus_u=meal.bolus_u if meal is not None else 0.0)
             mpc_status = result.status
-            proposal = Dose(result.basal_u_per_h, result.bolus_u, _explain(result, scheduled))
+            reason = _explain(result, scheduled)
+            if meal is not None:
+                reason = f"{meal.reason}; {reason}"
+            proposal = Dose(result.basal_u_per_h, result.bolus_u, reason)
         safe = self.supervisor.bound(proposal, inp.time, inp.cycle_min)
         inc = self.settings.pump_increment_u
         dose = Dose(floor_to_increment(safe.dose.basal_u_per_h, inc), floor_to_increment(safe.dose.bolus_u, inc),
@@ -158,6 +171,8 @@ class TwinMPCPolicy:
             "sensitivity_factor": est.sensitivity_factor,
             "reading": outcome.reason if not outcome.accepted else "accepted",
             "mpc_status": mpc_status,
+            "meal_bolus_u": meal.bolus_u if meal is not None else None,
+            "meal_bolus_reason": meal.reason if meal is not None else None,
             "proposed_basal_u_per_h": proposal.basal_u_per_h,
             "proposed_bolus_u": proposal.bolus_u,
             "iob_u": safe.iob_u,

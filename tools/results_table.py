@@ -1,6 +1,6 @@
-"""Write a trial's per-patient table (true BG) from its summary.json as a CSV for results/.
+"""Write a trial's per-patient table (true BG) from its summary.json as a CSV for sim/report/references/ (the reference tables reports show).
 
-    python tools/results_table.py RUN_DIR results/NAME.csv
+    python tools/results_table.py RUN_DIR sim/report/references/NAME.csv
 
 Columns: patient, group, TIR, below 70, below 54, above 180, above 250, mean (mg/dL), %;
 the last rows are the groups and the cohort. The protocol and controller go in a comment line.

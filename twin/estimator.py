@@ -421,21 +421,36 @@ class TwinEstimator:
             disturbance_effect_mg_dl=full - with_carbs,
         )
 
-    def plan_glucose(self, insulin_u_per_min: np.ndarray, step_min: float) -> np.ndarray:
+    def plan_glucose(self, insulin_u_per_min: np.ndarray, step_min: float,
+                     sensitivity_scale: float | np.ndarray = 1.0, new_carbs_scale: float = 1.0) -> np.ndarray:
         """Glucose (M, T+1) from the current mean state under M insulin plans (M, T) U/min.
 
         Announced carbohydrates and the disturbance estimate are included, as in
         the forecast's ``glucose_mg_dl``; this is what a controller compares plans with.
+        ``sensitivity_scale`` (scalar or one per plan) multiplies the estimated insulin
+        sensitivity: a scenario of a person more (> 1) or less sensitive than the twin
+        believes, for plans that must be safe if the estimate is wrong. ``new_carbs_scale``
+        scales the carbohydrates announced since the last update (not those already eaten):
+        a scenario of a meal smaller than announced, or a carb ratio that over-doses.
         """
         plans = np.atleast_2d(np.asarray(insulin_u_per_min, dtype=float))
         m, steps = plans.shape
         x = np.repeat(self.x[None, :], m, axis=0)
         zs = np.repeat(self.z[None, :], m, axis=0)
+        scale = np.broadcast_to(np.asarray(sensitivity_scale, dtype=float), (m,))
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise ValueError("sensitivity_scale must be positive and finite")
+        zs[:, _LS] = zs[:, _LS] + np.log(scale)
         carbs = np.zeros((m, steps))
-        carbs[:, 0] = self._pending_carbs_g
+        if not (math.isfinite(new_carbs_scale) and new_carbs_scale >= 0):
+            raise ValueError("new_carbs_scale must be finite and >= 0")
+        carbs[:, 0] = self._pending_carbs_g * new_carbs_scale
+        meal = self.meal.take(np.zeros(m, dtype=int))
+        if new_carbs_scale != 1.0:  # announced, not eaten yet
+            meal = replace(meal, planned_g=meal.planned_g * new_carbs_scale)
         decay = np.exp(-step_min * (np.arange(steps) + 0.5) / self.settings.disturbance_tau_min)
         traj = simulate(sensitivity_params(self.twin.params, zs[:, _LS]), x, carbs, plans,
-                        meal=self.meal.take(np.zeros(m, dtype=int)), dt_min=step_min, exact_insulin=True,
+                        meal=meal, dt_min=step_min, exact_insulin=True,
                         disturbance_mg_per_kg_per_min=zs[:, _D:_D + 1] * decay[None, :] + zs[:, _B:_B + 1])
         return traj.glucose_mg_dl
 

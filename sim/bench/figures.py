@@ -81,18 +81,25 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
 
 def cycle_timing(patients: list[str], days: float) -> dict[str, Any]:
     """Control-cycle compute time (estimator update + MPC + supervisor), timed inside closed-loop
-    HCL runs in one worker process (so the other core stays free for the machine)."""
+    HCL runs in one worker process (so the other core stays free for the machine), for the
+    controller and, in the same run, for the design before issue 17 (``mpc-previous``): the
+    ratios new / previous are what to compare across machines."""
     import numpy as np
 
     from sim.trial.protocol import TrialProtocol
     from sim.trial.runner import run_patients
 
-    runs = run_patients(patients, "mpc", TrialProtocol(arm="hcl", days=days), workers=1, progress=False)
-    ms = np.concatenate([
-        np.array([v for v in run.trace.diagnostics["cycle_ms"] if v is not None], dtype=float) for run in runs
-    ])
-    return {"cycle_ms_p50": float(np.percentile(ms, 50)), "cycle_ms_p99": float(np.percentile(ms, 99)),
-            "cycle_count": int(ms.size)}
+    out: dict[str, Any] = {}
+    for name, suffix in (("mpc", ""), ("mpc-previous", "_previous")):
+        runs = run_patients(patients, name, TrialProtocol(arm="hcl", days=days), workers=1, progress=False)
+        ms = np.concatenate([
+            np.array([v for v in run.trace.diagnostics["cycle_ms"] if v is not None], dtype=float) for run in runs
+        ])
+        out.update({f"cycle_ms_p50{suffix}": float(np.percentile(ms, 50)),
+                    f"cycle_ms_p99{suffix}": float(np.percentile(ms, 99)), f"cycle_count{suffix}": int(ms.size)})
+    out["cycle_p50_ratio_to_previous"] = out["cycle_ms_p50"] / out["cycle_ms_p50_previous"]
+    out["cycle_p99_ratio_to_previous"] = out["cycle_ms_p99"] / out["cycle_ms_p99_previous"]
+    return out
 
 
 GOALS = {
@@ -122,6 +129,12 @@ def format_bench(result: dict[str, Any]) -> str:
                      "linear {:.1f} / {:.1f}; floor (an oracle that knows all but when the next meal starts) "
                      "{:.1f} / {:.1f}".format(*(result[f"forecast_{k}rmse_{h}_mg_dl"]
                                                 for k in ("", "persistence_", "linear_", "floor_") for h in (30, 60))))
+    if "cycle_ms_p50_previous" in result:
+        lines.append("control cycle, same run: {:.2f} / {:.2f} ms (p50 / p99) vs {:.2f} / {:.2f} ms for the design "
+                     "before issue 17 (mpc-previous): ratio {:.2f} / {:.2f}".format(
+                         result["cycle_ms_p50"], result["cycle_ms_p99"], result["cycle_ms_p50_previous"],
+                         result["cycle_ms_p99_previous"], result["cycle_p50_ratio_to_previous"],
+                         result["cycle_p99_ratio_to_previous"]))
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")

@@ -21,9 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--controller", default=None, metavar="NAME",
-                   help="controller: mpc (glucotwin: twin + MPC + safety supervisor, the default), bb (simglucose basal-bolus), "
-                        "basal (programmed basal only) or mpc-oracle (NOT fair: mpc whose twin is the simulator's "
-                        "own patient; an upper-bound reference)")
+                   help="controller: mpc (glucotwin: twin + meal bolus + MPC + safety supervisor, the default), "
+                        "mpc-previous (glucotwin before the meal-bolus redesign, eac2684), bb (simglucose "
+                        "basal-bolus), basal (programmed basal only); NOT fair references: mpc-oracle (mpc whose "
+                        "twin is the simulator's own patient), ceiling-causal and ceiling-clairvoyant "
+                        "(nonlinear MPC on the true model and state)")
     p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
                    help="hcl: meal information given at meal time; fcl: none (default hcl)")
     p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
@@ -120,6 +122,9 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     if controller == "mpc-oracle":
         print("note: mpc-oracle is NOT a fair controller: its twin is the simulator's own patient "
               "(an upper-bound reference, not a result)")
+    elif controller.startswith("ceiling-"):
+        print(f"note: {controller} is NOT a fair controller: it runs on the simulator's true model and state "
+              "(a ceiling, not a result)")
     print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
     if not args.no_report:
         from sim.report import report_after_run  # never raises: a failed report is a one-line warning

@@ -37,6 +37,13 @@ def twin_mpc(patient_name: str, arm: str) -> Controller:
     return mpc_controller(patient_name, arm)
 
 
+def twin_mpc_previous(patient_name: str, arm: str) -> Controller:
+    """glucotwin's controller before issue 17's redesign (eac2684), for comparisons."""
+    from sim.trial.controllers import previous_mpc_controller
+
+    return previous_mpc_controller(patient_name, arm)
+
+
 def twin_mpc_oracle(patient_name: str, arm: str) -> Controller:
     """NOT a fair controller: glucotwin's with the simulator's own parameters as its twin (upper bound)."""
     from sim.trial.oracle import oracle_mpc_controller
@@ -60,6 +67,8 @@ def ceiling_clairvoyant(patient_name: str, arm: str) -> Controller:
 
 CONTROLLERS: dict[str, tuple[ControllerFactory, str]] = {
     "mpc": (twin_mpc, "glucotwin: twin estimator + zone MPC + independent safety supervisor"),
+    "mpc-previous": (twin_mpc_previous, "glucotwin's controller before the meal bolus (eac2684): the MPC "
+                                        "alone decides meal insulin"),
     "bb": (basal_bolus, "simglucose BBController: programmed basal + meal bolus (CR) + correction above 150 mg/dL"),
     "basal": (basal_only, "programmed basal only (clinical profile), no boluses"),
     "mpc-oracle": (twin_mpc_oracle, "NOT a fair controller: mpc with the simulator's own patient parameters as "
@@ -80,3 +89,5 @@ def controller_factory(name: str) -> ControllerFactory:
         return CONTROLLERS[name][0]
     except KeyError:
         raise ValueError(f"unknown controller {name!r}; available: {', '.join(sorted(CONTROLLERS))}") from None
+
+
