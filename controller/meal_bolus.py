@@ -76,9 +76,6 @@ class MealBolus:
     forecast_min_mg_dl: float  # robust forecast's lowest glucose with this bolus
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
 
 def calculator_bolus_u(carbs_g: float, glucose_mg_dl: float, iob_u: float, target_mg_dl: float,
                        carb_ratio_g_per_u: float, correction_factor_mg_dl_per_u: float,
@@ -113,15 +110,14 @@ def decide_meal_bolus(estimator: Any, carbs_g: float, glucose_mg_dl: float, iob_
     lows = np.min(glucose[:, 1:], axis=1)
     if not np.all(np.isfinite(lows)):
         return MealBolus(0.0, calc, float("nan"), "meal bolus withheld: forecast not finite")
-    failing = np.nonzero(lows < s.floor_mg_dl)[0]
-    ok = np.arange(s.candidates) if failing.size == 0 else np.arange(int(failing[0]))
+    failing = np.nonzero(lows < s.floor_mg_dl)[0]  # lows fall as the dose grows
+    k = s.candidates - 1 if failing.size == 0 else int(failing[0]) - 1  # the largest dose before the first failing
     scenario = f"insulin x{s.robust_sensitivity:g} as strong, " + (
         f"{s.robust_carbs:.0%} of the carbs, " if s.robust_carbs < 1 else "") + f"{s.horizon_min / MIN_PER_H:g} h"
-    if ok.size == 0:
+    if k < 0:
         return MealBolus(0.0, calc, float(lows[0]),
                          f"meal bolus withheld: even without it the twin forecasts {lows[0]:.0f} mg/dL "
                          f"< {s.floor_mg_dl:g} ({scenario}); calculator {calc:.2f} U")
-    k = int(ok.max())
     bolus = float(doses[k])
     if k == s.candidates - 1:
         return MealBolus(bolus, calc, float(lows[k]),

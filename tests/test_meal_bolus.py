@@ -125,8 +125,10 @@ def test_the_control_cycle_gives_the_meal_bolus_and_says_why(twin):
     assert new.diagnostics["meal_bolus_reason"].startswith("meal bolus")
     correction = (130.0 - twin.profile.target_mg_dl) / twin.profile.correction_factor_mg_dl_per_u
     assert calc <= new.diagnostics["meal_bolus_u"] <= calc + correction  # less IOB from the first hour
-    # the supervisor still bounds the sum: at most the calculator's dose for the carbs on board
-    assert calc * 0.9 <= new.bolus_u + (new.basal_u_per_h - twin.profile.basal_u_per_h_at(780)) / 12 <= calc + 1e-6
+    # the supervisor still bounds the sum: its meal share of the calculator's dose, less insulin on board
+    share = new.diagnostics["meal_share"]
+    given = new.bolus_u + (new.basal_u_per_h - twin.profile.basal_u_per_h_at(780)) / 12
+    assert share * calc - new.diagnostics["iob_u"] - 1e-3 <= given <= share * calc + 1e-6
     assert old.diagnostics["meal_bolus_u"] is None
     assert new.bolus_u > old.bolus_u
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.safety import SafetyLimits
 from controller.twin_policy import ControlSettings, TwinMPCPolicy
 from sim.trial.adapter import PolicyController
 from twin.personalize import PopulationPrior, default_prior, personalize
@@ -21,12 +20,10 @@ from twin.profile import PatientProfile
 
 class SimglucoseController(PolicyController):
     def __init__(self, profile: PatientProfile | None = None, meal_announcement: bool = True,
-                 prior: PopulationPrior | None = None, settings: ControlSettings | None = None,
-                 limit_overrides: dict[str, float] | None = None) -> None:
+                 prior: PopulationPrior | None = None, settings: ControlSettings | None = None) -> None:
         self._profile = profile
         self._prior = prior
         self._settings = settings
-        self._limit_overrides = dict(limit_overrides or {})
         self._policy_for: str | None = None
         policy = self._build(profile) if profile is not None else None
         super().__init__(policy, meal_announcement=meal_announcement)  # type: ignore[arg-type]
@@ -41,8 +38,7 @@ class SimglucoseController(PolicyController):
         else:
             prior = default_prior()
         self._policy_for = profile.name
-        limits = SafetyLimits.for_profile(profile, **self._limit_overrides)
-        return TwinMPCPolicy(personalize(profile, prior), self._settings, limits)
+        return TwinMPCPolicy(personalize(profile, prior), self._settings)
 
     def policy(self, observation: Any, reward: float, done: bool, **info: Any):
         if self._policy is None or (self._profile is None and info.get("patient_name") != self._policy_for):
@@ -64,10 +60,6 @@ class SimglucoseController(PolicyController):
 def mpc_controller(patient_name: str, arm: str) -> SimglucoseController:
     """Factory for ``glucotwin trial --controller mpc``: personalizes itself from simglucose's patient_name."""
     return SimglucoseController(meal_announcement=arm == "hcl")
-
-
-PREVIOUS_DESIGN = "eac2684"
-"""The commit whose controller ``mpc-previous`` reproduces (the design before issue 17)."""
 
 
 def previous_mpc_controller(patient_name: str, arm: str) -> SimglucoseController:
