@@ -92,9 +92,15 @@ def test_no_control_path_module_builds_the_oracle():
 
     root = pathlib.Path(__file__).resolve().parent.parent
     for package in ("controller", "twin", "sensors", "firmware_bridge"):
-        for path in (root / package).glob("*.py"):
+        for path in (root / package).rglob("*.py"):
             text = path.read_text()
             assert "sim.trial.oracle" not in text and "simulator_parameters" not in text, path
+            assert "twin_parameters" not in text and "sim.learn.recovery" not in text, path
+    for path in (root / "sim" / "learn").glob("*.py"):  # the learner: only validation reads the truth
+        if path.name not in ("recovery.py", "onboarding.py"):
+            text = path.read_text()
+            assert "twin_parameters" not in text and "simulator_parameters" not in text, path
+            assert "recovery" not in text, path
     for path in (root / "sim").glob("*.py"):  # only the trial's controller table names it
         if path.name not in ("oracle.py", "baselines.py"):
             assert "sim.trial.oracle" not in path.read_text(), path

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "what a perfect meal detector could do); off-protocol check")
     p.add_argument("--scale", action="append", default=[], metavar="PARAM=FACTOR",
                    help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
+    p.add_argument("--twin", type=Path, default=None, metavar="DIR",
+                   help="mpc only: use the twin learned for each patient, DIR/<patient>.json from glucotwin learn "
+                        "(default: the twin personalized from the clinical profile)")
+    p.add_argument("--learn-days", type=positive_float, default=None, metavar="N",
+                   help="onboarding arm: N days of history under simglucose's basal-bolus controller (other "
+                        "seeds), learned with glucotwin learn, then this trial on the learned twins")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="parallel worker processes (default: number of cores)")
     p.add_argument("--engine", choices=("local", "dask"), default=None,
@@ -106,23 +112,51 @@ def _cmd_trial(args: argparse.Namespace) -> int:
                                  physiology_scale=tuple(scale))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    out_dir = args.out or Path("runs") / f"{controller}-{args.arm}"
+    label = controller
+    if args.twin is not None:
+        if controller != "mpc":
+            raise CliError("--twin works with --controller mpc only")
+        if not args.twin.is_dir():
+            raise CliError(f"--twin {args.twin}: not a directory of learned twins")
+        from sim.trial.controllers import LearnedTwinMPC
+
+        missing = [p for p in patients if not (args.twin / f"{p}.json").exists()]
+        if missing:
+            raise CliError(f"--twin {args.twin}: no learned twin for {', '.join(missing[:5])}"
+                           + (" ..." if len(missing) > 5 else ""))
+        controller, label = LearnedTwinMPC(str(args.twin)), "mpc-learned"
+    out_dir = args.out or Path("runs") / f"{label}-{args.arm}"
     from sim.engine import make_engine
 
     try:
         engine = make_engine(args.engine or ("dask" if args.scheduler else "local"), args.workers, args.scheduler)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if args.learn_days is not None:
+        if label != "mpc":
+            raise CliError("--learn-days works with --controller mpc only (and not with --twin)")
+        from sim.learn.onboarding import run_onboarding
+
+        out_dir = args.out or Path("runs") / f"mpc-learned-{args.arm}"
+        result = run_onboarding(patients, protocol, args.learn_days, out_dir, workers=args.workers,
+                                progress=not args.quiet)
+        print(format_tables(result.summary))
+        print(f"wrote history/, twins/, learning.json, {len(patients)} traces and summary.json to {out_dir}")
+        if not args.no_report:
+            from sim.report import report_after_run
+
+            report_after_run(out_dir)
+        return 0
     try:
         result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
-                           progress=not args.quiet, engine=engine)
+                           progress=not args.quiet, engine=engine, controller_label=label)
     except OSError as exc:
         raise CliError(str(exc)) from None
     print(format_tables(result.summary))
-    if controller == "mpc-oracle":
+    if label == "mpc-oracle":
         print("note: mpc-oracle is NOT a fair controller: its twin is the simulator's own patient "
               "(an upper-bound reference, not a result)")
-    elif controller.startswith("ceiling-"):
+    elif label.startswith("ceiling-"):
         print(f"note: {controller} is NOT a fair controller: it runs on the simulator's true model and state "
               "(a ceiling, not a result)")
     print(f"wrote {len(patients)} traces and summary.json to {out_dir}")

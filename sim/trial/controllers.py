@@ -14,13 +14,17 @@ from typing import Any
 
 from controller.twin_policy import ControlSettings, TwinMPCPolicy
 from sim.trial.adapter import PolicyController
-from twin.personalize import PopulationPrior, default_prior, personalize
+from twin.personalize import PopulationPrior, Twin, default_prior, personalize
 from twin.profile import PatientProfile
 
 
 class SimglucoseController(PolicyController):
     def __init__(self, profile: PatientProfile | None = None, meal_announcement: bool = True,
-                 prior: PopulationPrior | None = None, settings: ControlSettings | None = None) -> None:
+                 prior: PopulationPrior | None = None, settings: ControlSettings | None = None,
+                 twin: Twin | None = None) -> None:
+        self._twin = twin
+        if twin is not None and profile is None:
+            profile = twin.profile
         self._profile = profile
         self._prior = prior
         self._settings = settings
@@ -29,6 +33,9 @@ class SimglucoseController(PolicyController):
         super().__init__(policy, meal_announcement=meal_announcement)  # type: ignore[arg-type]
 
     def _build(self, profile: PatientProfile) -> TwinMPCPolicy:
+        if self._twin is not None:
+            self._policy_for = profile.name
+            return TwinMPCPolicy(self._twin, self._settings)
         if self._prior is not None:
             prior = self._prior
         elif self._profile is None:
@@ -67,3 +74,25 @@ def previous_mpc_controller(patient_name: str, arm: str) -> SimglucoseController
     eac2684 (the MPC alone decides the meal insulin, no meal bolus), for comparisons in the same run
     (``glucotwin bench`` times both)."""
     return SimglucoseController(meal_announcement=arm == "hcl", settings=ControlSettings(meal_bolus=None))
+
+
+class LearnedTwinMPC:
+    """Factory for ``glucotwin trial --twin DIR``: glucotwin's controller on the twin learned for each
+    patient (``DIR/<patient>.json`` from ``glucotwin learn``). Picklable, so worker processes build it."""
+
+    def __init__(self, twin_dir: str) -> None:
+        self.twin_dir = str(twin_dir)
+        self.__name__ = "mpc-learned"
+
+    def __call__(self, patient_name: str, arm: str) -> SimglucoseController:
+        from pathlib import Path
+
+        from twin.learning.learned import load_learned_twin
+
+        path = Path(self.twin_dir) / f"{patient_name}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no learned twin for {patient_name}: {path} (run glucotwin learn first)")
+        twin = load_learned_twin(path)
+        if twin.profile.name != patient_name:
+            raise ValueError(f"{path} is the twin of {twin.profile.name}, not {patient_name}")
+        return SimglucoseController(meal_announcement=arm == "hcl", twin=twin)

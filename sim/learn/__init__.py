@@ -1,0 +1,1 @@
+"""Histories for the learner: readers (trial traces, journals, Nightscout exports) and synthetic days."""

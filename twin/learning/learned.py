@@ -1,0 +1,107 @@
+"""A learned twin: the fit's result as a file (``twin.json``), and the twin it gives the loop.
+
+The file is self-contained: besides the fitted factors, their uncertainty
+and what the fit could identify, it holds the full twin (model parameters,
+basal state), so loading it needs neither the population prior nor the
+history. Format ``glucotwin.learned-twin/1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twin.learning.fit import NAMES, PARAMETERS, PRIOR_SD, FitResult, TwinBase, fit
+from twin.learning.habits import MealHabit, meal_habits
+from twin.learning.history import History
+from twin.learning.therapy import Therapy, implied_therapy
+from twin.model_params import ModelParams
+from twin.personalize import Twin
+from twin.profile import PatientProfile
+
+FORMAT = "glucotwin.learned-twin/1"
+
+
+@dataclass(frozen=True)
+class LearnedTwin:
+    twin: Twin
+    theta: dict[str, float]
+    sd: dict[str, float]
+    status: dict[str, str]
+    therapy: Therapy
+    profile_therapy: Therapy
+    habits: tuple[MealHabit, ...]
+    fit_stats: dict[str, Any]
+    history_stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.twin
+        return {
+            "format": FORMAT,
+            "profile": t.profile.to_dict(),
+            "parameters": [{"name": p.name, "meaning": p.meaning, "prior_sd": p.prior_sd,
+                            "value": round(self.theta[p.name], 4), "sd": round(self.sd[p.name], 4),
+                            "factor": round(float(np.exp(self.theta[p.name])), 4), "status": self.status[p.name]}
+                           for p in PARAMETERS],
+            "therapy": {"learned": self.therapy.to_dict(), "profile": self.profile_therapy.to_dict()},
+            "meal_habits": [h.to_dict() for h in self.habits],
+            "fit": self.fit_stats,
+            "history": self.history_stats,
+            "twin": {"params": t.params.to_dict(), "x_basal": t.x_basal.tolist(),
+                     "basal_glucose_mg_dl": t.basal_glucose_mg_dl, "sensitivity_scale": t.sensitivity_scale,
+                     "drop_mg_dl_per_u": t.drop_mg_dl_per_u, "group": t.group},
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+            handle.write("\n")
+
+
+def learn(base: TwinBase, history: History) -> LearnedTwin:
+    """Fit ``history`` and package the result."""
+    result: FitResult = fit(base, history)
+    theta = {n: float(v) for n, v in zip(NAMES, result.theta)}
+    sd = {n: float(v) for n, v in zip(NAMES, result.sd)}
+    status = {n: result.status(i) for i, n in enumerate(NAMES)}
+    stats = {"rmse_6h_mg_dl": round(result.residual_rmse_mg_dl, 2),
+             "rmse_6h_profile_mg_dl": round(result.prior_rmse_mg_dl, 2),
+             "residual_lag1_autocorrelation": round(result.residual_autocorr, 3),
+             "readings_scored": result.readings_used, "evaluations": result.evaluations,
+             "method": "MAP, scipy.optimize.least_squares (trf, soft-L1), anchored 6-h segments"}
+    history_stats = {"start": history.start.isoformat(), "days": round(history.days, 2),
+                     "readings": history.readings, "insulin_recorded": history.insulin_recorded,
+                     "carbs_recorded": history.carbs_recorded}
+    return LearnedTwin(base.learned_twin(result.theta), theta, sd, status, implied_therapy(base, result.theta),
+                       implied_therapy(base, np.zeros(len(NAMES))), tuple(meal_habits(history)), stats, history_stats)
+
+
+def load_learned_twin(path: str | os.PathLike[str]) -> Twin:
+    """The twin of a ``twin.json`` written by ``glucotwin learn`` (:meth:`LearnedTwin.save`)."""
+    with open(path) as handle:
+        data = json.load(handle)
+    return twin_from_dict(data, source=str(path))
+
+
+def twin_from_dict(data: dict[str, Any], source: str = "learned twin") -> Twin:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a learned twin (format {FORMAT!r} expected)")
+    try:
+        t = data["twin"]
+        params = ModelParams.from_mappings({k: v[0] for k, v in t["params"].items()})
+        x_basal = np.asarray(t["x_basal"], dtype=float)
+        twin = Twin(PatientProfile.from_dict(data["profile"]), params, x_basal, float(t["basal_glucose_mg_dl"]),
+                    float(t["sensitivity_scale"]), float(t["drop_mg_dl_per_u"]), str(t["group"]))
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{source}: incomplete learned twin ({exc})") from None
+    if x_basal.shape != (13,) or not np.all(np.isfinite(x_basal)):
+        raise ValueError(f"{source}: learned twin has a bad basal state")
+    return twin
+
+
+def prior_sd(name: str) -> float:
+    return float(PRIOR_SD[NAMES.index(name)])
