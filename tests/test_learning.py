@@ -178,3 +178,28 @@ def test_glucotwin_learn_on_a_simglucose_trace_then_trial_on_the_learned_twin(tm
     assert summary["controller"] == "mpc-learned"
     assert main(["trial", "--twin", str(twins), "--patients", "adult#001", "--days", "0.1", "--quiet"]) == 2
     assert "no learned twin for adult#001" in capsys.readouterr().err
+
+
+def test_the_live_loop_loads_the_learned_twin_and_refuses_one_of_another_profile(base, sensitive_person, tmp_path):
+    """[twin] learned in the loop's config: the twin glucotwin run doses on, checked against [profile]."""
+    import dataclasses
+
+    import tomllib
+
+    from controller.loop.config.live_config import load_twin, parse_config, profile_to_toml
+    from controller.loop.config.ranges import ConfigError
+
+    _, history = sensitive_person
+    learned = learn(base, history.last_days(1.5))
+    learned.save(tmp_path / "twin.json")
+    profile = base.twin.profile
+    data = tomllib.loads(profile_to_toml(profile) + '\n[pump]\ntransport = "mqtt"\nkey_file = "k"\n')
+    data["twin"] = {"learned": "twin.json"}
+    config = parse_config(data, base=tmp_path)
+    twin = load_twin(config)
+    assert np.array_equal(twin.params.Vmx, learned.twin.params.Vmx) and twin.profile == config.profile
+    other = dataclasses.replace(learned.twin, profile=dataclasses.replace(profile, weight_kg=profile.weight_kg + 10))
+    dataclasses.replace(learned, twin=other).save(tmp_path / "other.json")
+    data["twin"] = {"learned": "other.json"}
+    with pytest.raises(ConfigError, match="fitted for a profile"):
+        load_twin(parse_config(data, base=tmp_path))

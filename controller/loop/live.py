@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from controller.loop.config.live_config import LiveConfig, load_prior
+from controller.loop.config.live_config import LiveConfig, load_twin
 from controller.loop.cycle_publisher import CyclePublisher
 from controller.loop.cycle_result import CycleResult, RestoreReport
 from controller.loop.journal import Journal
@@ -33,7 +33,6 @@ from controller.loop.reading_clock import ReadingClock, system_clock
 from controller.loop.runtime import ClosedLoop
 from controller.loop.sources import build_source
 from controller.twin_policy import TwinMPCPolicy
-from twin.personalize import personalize
 
 
 def _say(out: TextIO, line: str) -> None:
@@ -101,7 +100,7 @@ def compose(config: LiveConfig) -> LiveParts:
     journal = Journal(config.journal_path)
     reading_clock = _lockstep_clock(config, journal)
     clock: Callable[[], datetime] = reading_clock or system_clock
-    policy = TwinMPCPolicy(personalize(config.profile, load_prior(config)), limits=config.limits)
+    policy = TwinMPCPolicy(load_twin(config), limits=config.limits)
     # before the pump and the source: a missing secret file stops the start, not a running loop
     upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = _connect_pump(config, journal, reading_clock)

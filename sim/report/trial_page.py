@@ -10,6 +10,7 @@ from sim.report.compare import _compare_section
 from sim.report.html_page import _esc, _img, _kv_table, _num, _page
 from sim.report.metrics_table import _metrics_table
 from sim.report.protocol import _protocol_rows
+from sim.report.learned import learned_section, load_learning
 from sim.report.references import references_section
 from sim.report.tir_bars import _fig_tir
 from sim.report.traces import TRACE_GRID_MAX, _fig_traces, _twin_columns
@@ -134,6 +135,9 @@ def trial_report_html(run: TrialRun, compare: Sequence[TrialRun] = ()) -> str:
     trial = "seed_offset" in run.summary.get("protocol", {})  # a simglucose trial, not a HIL run
     if trial:
         nav.append(("references", "References"))
+    learning = load_learning(run.directory)
+    if learning:
+        nav.append(("learned", "Learned twins"))
     if compare:
         nav.append(("compare", "Comparison"))
     drawn = [p for p in run.patients if p in run.traces]
@@ -143,6 +147,8 @@ def trial_report_html(run: TrialRun, compare: Sequence[TrialRun] = ()) -> str:
     parts += _metrics_section(run)
     if trial:
         parts.append(references_section(run.summary))
+    if learning:
+        parts.append(learned_section(learning))
     parts += _traces_section(run, drawn)
     if compare:
         parts.append(_compare_section(runs))

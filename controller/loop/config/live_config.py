@@ -14,6 +14,7 @@
 
     [twin]                         # optional
     prior = "prior.json"           # population prior (default: the one shipped in twin/data)
+    learned = "twin.json"          # the twin glucotwin learn fitted to this person (default: from the profile)
 
     [limits]                       # optional; defaults come from the profile
     max_basal_u_per_h = 3.0
@@ -62,6 +63,8 @@ Every key has a type and a hard range (:mod:`controller.loop.config.ranges`, the
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -75,7 +78,7 @@ from controller.safety import SafetyLimits
 from twin.profile import BasalSegment, PatientProfile
 
 if TYPE_CHECKING:
-    from twin.personalize import PopulationPrior
+    from twin.personalize import PopulationPrior, Twin
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ class LiveConfig:
     pump: PumpEndpoint
     publish_cycles: bool = True
     prior_path: Path | None = None
+    learned_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     nightscout: NightscoutEndpoint | None = None
 
@@ -269,8 +273,12 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     prior_path = None
     if prior is not None:
         prior_path = Path(prior) if Path(prior).is_absolute() else base / prior
+    learned = v["twin"]["learned"]
+    learned_path = None
+    if learned is not None:
+        learned_path = Path(learned) if Path(learned).is_absolute() else base / learned
     return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles,
-                      prior_path, data, nightscout=nightscout)
+                      prior_path, learned_path, data, nightscout=nightscout)
 
 
 def load_prior(config: LiveConfig) -> "PopulationPrior":
@@ -285,6 +293,31 @@ def load_prior(config: LiveConfig) -> "PopulationPrior":
         return PopulationPrior.from_dict(json.loads(config.prior_path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"[twin] prior {config.prior_path}: cannot be read ({exc})") from None
+
+
+def load_twin(config: LiveConfig) -> "Twin":
+    """The loop's twin: the learned one (``[twin] learned``) if configured, else personalized from the profile.
+
+    A learned twin must have been fitted for this ``[profile]`` (same weight and basal schedule: the
+    twin's steady state is built on them); otherwise the loop refuses to start rather than dose on a
+    model of someone else's settings.
+    """
+    from twin.personalize import personalize
+
+    if config.learned_path is None:
+        return personalize(config.profile, load_prior(config))
+    from twin.learning.learned import load_learned_twin
+
+    try:
+        twin = load_learned_twin(config.learned_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"[twin] learned {config.learned_path}: cannot be read ({exc})") from None
+    mine, theirs = config.profile, twin.profile
+    if (abs(mine.weight_kg - theirs.weight_kg) > 1e-6 or mine.basal_schedule != theirs.basal_schedule):
+        raise ConfigError(f"[twin] learned {config.learned_path}: fitted for a profile with weight "
+                          f"{theirs.weight_kg} kg and basal {theirs.daily_basal_u:.2f} U/day, not this [profile] "
+                          f"({mine.weight_kg} kg, {mine.daily_basal_u:.2f} U/day); run glucotwin learn again")
+    return dataclasses.replace(twin, profile=mine)
 
 
 def _section(cls: type, values: dict[str, Any], name: str) -> Any:

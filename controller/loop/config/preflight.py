@@ -54,6 +54,11 @@ def preflight(config: "LiveConfig") -> None:
 
         _readable_file("[twin] prior", str(config.prior_path))
         load_prior(config)  # ConfigError naming [twin] prior if it is not a prior
+    if config.learned_path is not None:
+        from controller.loop.config.live_config import load_twin
+
+        _readable_file("[twin] learned", str(config.learned_path))
+        load_twin(config)  # ConfigError if not a learned twin, or one fitted for another profile
 
 
 def _nightscout_secret(where: str, path: str, secret: str) -> None:

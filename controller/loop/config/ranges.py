@@ -358,6 +358,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- [twin] --------------------------------------------------------------------------------------------
     Setting("twin", "prior", "str", None, "population prior JSON (default: the one shipped in twin/data)",
             pattern=r".+", pattern_doc="not empty"),
+    Setting("twin", "learned", "str", None, "twin.json from glucotwin learn (the twin fitted to this person's "
+            "history; its profile must be this [profile]); default: the twin personalized from the profile",
+            pattern=r".+", pattern_doc="not empty"),
     # --- [mqtt] --------------------------------------------------------------------------------------------
     Setting("mqtt", "host", "str", "127.0.0.1", "the broker", pattern=r"[A-Za-z0-9.:_-]+",
             pattern_doc="a host name or address"),
