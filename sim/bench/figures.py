@@ -72,6 +72,10 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
     out.update(cycle_timing(["adolescent#001", "adult#001", "child#001"], days=0.25 if quick else 1.0))
     out["cycle_timing_s"] = round(time.perf_counter() - tic, 1)
 
+    from sim.bench.learn_speed import learn_figures
+
+    out.update(learn_figures(days=3.0 if quick else 14.0))
+
     from sim.bench.live_footprint import loop_footprint, startup
 
     out.update(startup())
@@ -111,6 +115,7 @@ GOALS = {
     "cycle_ms_p99": ("<=", 20.0),
     "loop_rss_mb": ("<=", 120.0),
     "startup_s": ("<=", 1.0),
+    "learn_s": ("<=", 60.0),  # 14 days here; a Pi 4 core is 3-4x slower: a few minutes there
 }
 
 
@@ -135,6 +140,13 @@ def format_bench(result: dict[str, Any]) -> str:
                          result["cycle_ms_p50"], result["cycle_ms_p99"], result["cycle_ms_p50_previous"],
                          result["cycle_ms_p99_previous"], result["cycle_p50_ratio_to_previous"],
                          result["cycle_p99_ratio_to_previous"]))
+    if "learn_s" in result:
+        lines.append("learn {:g} days: {:.1f} s; recovered sensitivity x{:.2f} (true x{:.2f}), absorption x{:.2f} "
+                     "(true x{:.2f}); 6-h RMSE of the history {:.1f} -> {:.1f} mg/dL".format(
+                         result["learn_days"], result["learn_s"], result["learn_sensitivity_fitted"],
+                         result["learn_sensitivity_true"], result["learn_absorption_fitted"],
+                         result["learn_absorption_true"], result["learn_rmse_6h_profile_mg_dl"],
+                         result["learn_rmse_6h_mg_dl"]))
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")
