@@ -231,10 +231,15 @@ def forecast_accuracy(patients: list[str], days: float = 3.0, seed_offset: int =
     80 % band: ``blend_band_coverage_H``) and the floor set by unannounced future
     meals alone (``floor_rmse_H_mg_dl``, :mod:`sim.forecast.floor`).
     """
-    from sim.forecast.floor import oracle_errors
-
     protocol = TrialProtocol(arm="fcl", days=days, seed_offset=seed_offset)
     runs = run_patients(patients, CONTROLLERS[controller], protocol, workers=workers, progress=progress)
+    return score_runs(runs, protocol, controller)
+
+
+def score_runs(runs: list[PatientRun], protocol: TrialProtocol, controller: str) -> dict[str, Any]:
+    """The figures of :func:`forecast_accuracy` for runs already made with ``CONTROLLERS[controller]``."""
+    from sim.forecast.floor import oracle_errors
+
     result: dict[str, Any] = {"protocol": protocol.to_dict(), "controller": controller, "patients": {}, "pooled": {}}
     kinds = ("", "persistence_", "linear_", "blend_", "floor_")
     pooled: dict[str, list[np.ndarray]] = {f"{k}{h}": [] for k in kinds for h in HORIZONS_MIN}
