@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--horizons", type=positive_float, nargs="+", default=None, metavar="MIN",
                    help="forecast horizons in minutes (default 30 60)")
     p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
-                   help="methods to compare: persistence, linear, twin (default: every available one)")
+                   help="methods to compare: persistence, linear, twin, blend (default: every available one)")
     p.add_argument("--subject", default=None, metavar="ID", help="replay only this subject (iglu id)")
     p.add_argument("--forecasts", type=Path, default=None, metavar="CSV",
                    help="write every forecast to this CSV")
@@ -117,6 +117,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         DEFAULT_HORIZONS_MIN,
         build_report,
         format_table,
+        nominal_coverage,
         replay,
         write_forecasts_csv,
         write_report_json,
@@ -141,7 +142,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"insulin, {', '.join(names)}: {text}")
     if unavailable:
         print("not compared: " + "; ".join(f"{name} ({why})" for name, why in unavailable.items()))
-    print(format_table(result.evaluation))
+    print(format_table(result.evaluation, nominal_coverage(methods, result.methods)))
 
     def summary() -> dict:
         return build_report(result, file=str(args.file), format=loaded.format, rejected=rejected,

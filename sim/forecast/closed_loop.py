@@ -21,6 +21,7 @@ from sim.trial.priors import population_prior
 from sim.trial.protocol import TrialProtocol
 from sim.trial.runner import PatientRun, run_patients
 from twin.estimator import EstimatorSettings, TwinEstimator
+from twin.forecast_blend import BLEND_COVERAGE
 from twin.personalize import personalize
 
 HORIZONS_MIN = (30, 60)
@@ -145,6 +146,75 @@ def baseline_errors(run: PatientRun, horizons_min: tuple[int, ...]) -> dict[int,
     return out
 
 
+class RecordedForecasts:
+    """A :class:`~twin.forecaster.Forecaster` that gives back the forecasts a run recorded.
+
+    The closed loop's twin (the MPC's estimator, which knows every dose the
+    loop delivered) issued ``forecast_H_mg_dl`` at each sample; this replays
+    them by the time of the reading observed, so a blend can be fed the
+    twin's forecasts exactly as they were issued, with no band (``lower =
+    upper = forecast``).
+    """
+
+    name = "twin-recorded"
+
+    def __init__(self, by_time: dict[Any, dict[float, float]]) -> None:
+        self.by_time = by_time
+        self._now: dict[float, float] = {}
+
+    def reset(self) -> None:
+        self._now = {}
+
+    def observe(self, time, glucose_mg_dl: float) -> None:
+        self._now = self.by_time.get(time, {})
+
+    def forecast(self, horizons_min):
+        from twin.forecaster import ForecastPoint
+
+        return [ForecastPoint(h, self._now[h], self._now[h], self._now[h]) for h in horizons_min if h in self._now]
+
+
+def _recorded_twin(run: PatientRun, horizons_min: tuple[int, ...]) -> RecordedForecasts:
+    trace = run.trace
+    by_time: dict[Any, dict[float, float]] = {}
+    for i, t in enumerate(trace.time):
+        row = {}
+        for h in horizons_min:
+            value = trace.diagnostics[f"forecast_{h}_mg_dl"][i]
+            if value is not None and np.isfinite(value):
+                row[float(h)] = float(value)
+        by_time[t.replace(tzinfo=timezone.utc)] = row
+    return RecordedForecasts(by_time)
+
+
+def blend_errors(run: PatientRun, horizons_min: tuple[int, ...], settings: Any = None) -> dict[int, dict[str, np.ndarray]]:
+    """The blend (:class:`~twin.forecast_blend.BlendForecaster` around the twin's recorded
+    forecasts) fed the run's CGM once: per horizon its errors (``blend``) and whether its
+    80 % band held the true BG (``inside``, 1.0 or 0.0), on the pairs :func:`forecast_errors` counts.
+    ``settings``: :class:`~twin.forecast_blend.BlendSettings` (default: the defaults)."""
+    from twin.forecast_blend import BlendForecaster
+
+    trace = run.trace
+    blend = BlendForecaster(_recorded_twin(run, horizons_min), settings)
+    shape = len(trace)
+    point = {h: np.full(shape, np.nan) for h in horizons_min}
+    lower = {h: np.full(shape, np.nan) for h in horizons_min}
+    upper = {h: np.full(shape, np.nan) for h in horizons_min}
+    for i in range(shape):
+        if not np.isfinite(trace.cgm_mg_dl[i]):
+            continue
+        blend.observe(trace.time[i].replace(tzinfo=timezone.utc), float(trace.cgm_mg_dl[i]))
+        for p in blend.forecast([float(h) for h in horizons_min]):
+            h = int(p.horizon_min)
+            point[h][i], lower[h][i], upper[h][i] = p.forecast_mg_dl, p.lower_mg_dl, p.upper_mg_dl
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for h in horizons_min:
+        n, _, truth, valid = _counted_pairs(run, h)
+        inside = (lower[h][:n] <= truth) & (truth <= upper[h][:n])
+        out[h] = {"blend": (point[h][:n] - truth)[valid], "inside": inside[valid].astype(float)}
+    return out
+
+
 def _rmse(err: np.ndarray) -> float:
     return float(np.sqrt(np.mean(err**2))) if err.size else float("nan")
 
@@ -156,31 +226,46 @@ def forecast_accuracy(patients: list[str], days: float = 3.0, seed_offset: int =
     ``controller``: ``basal`` (programmed basal only) or ``mpc`` (glucotwin's closed loop).
     Beside the twin (``rmse_H_mg_dl``), on the same runs: persistence
     (``persistence_rmse_H_mg_dl``), linear extrapolation
-    (``linear_rmse_H_mg_dl``) and the floor set by unannounced future meals
-    alone (``floor_rmse_H_mg_dl``, :mod:`sim.forecast.floor`).
+    (``linear_rmse_H_mg_dl``), the blend around the twin's forecasts
+    (``blend_rmse_H_mg_dl``, :func:`blend_errors`; the share of true BG inside its
+    80 % band: ``blend_band_coverage_H``) and the floor set by unannounced future
+    meals alone (``floor_rmse_H_mg_dl``, :mod:`sim.forecast.floor`).
     """
-    from sim.forecast.floor import oracle_errors
-
     protocol = TrialProtocol(arm="fcl", days=days, seed_offset=seed_offset)
     runs = run_patients(patients, CONTROLLERS[controller], protocol, workers=workers, progress=progress)
+    return score_runs(runs, protocol, controller)
+
+
+def score_runs(runs: list[PatientRun], protocol: TrialProtocol, controller: str) -> dict[str, Any]:
+    """The figures of :func:`forecast_accuracy` for runs already made with ``CONTROLLERS[controller]``."""
+    from sim.forecast.floor import oracle_errors
+
     result: dict[str, Any] = {"protocol": protocol.to_dict(), "controller": controller, "patients": {}, "pooled": {}}
-    kinds = ("", "persistence_", "linear_", "floor_")
+    kinds = ("", "persistence_", "linear_", "blend_", "floor_")
     pooled: dict[str, list[np.ndarray]] = {f"{k}{h}": [] for k in kinds for h in HORIZONS_MIN}
+    inside: dict[int, list[np.ndarray]] = {h: [] for h in HORIZONS_MIN}
     for run in runs:
         row = {}
         floor = oracle_errors(run, protocol, HORIZONS_MIN, SENSOR_RANGE_MG_DL)
         baselines = baseline_errors(run, HORIZONS_MIN)
+        blend = blend_errors(run, HORIZONS_MIN)
         for h in HORIZONS_MIN:
             base = baselines[h]
             errors = {"": forecast_errors(run, h), "persistence_": base["persistence"], "linear_": base["linear"],
-                      "floor_": floor[h]}
+                      "blend_": blend[h]["blend"], "floor_": floor[h]}
             for kind, err in errors.items():
                 pooled[f"{kind}{h}"].append(err)
                 row[f"{kind}rmse_{h}_mg_dl"] = _rmse(err)
+            inside[h].append(blend[h]["inside"])
+            row[f"blend_band_coverage_{h}"] = float(np.mean(blend[h]["inside"])) if blend[h]["inside"].size else None
         result["patients"][run.patient] = row
     for kind in kinds:
         for h in HORIZONS_MIN:
             err = np.concatenate(pooled[f"{kind}{h}"])
             result["pooled"][f"{kind}rmse_{h}_mg_dl"] = _rmse(err)
             result["pooled"][f"{kind}n_{h}"] = int(err.size)
+    for h in HORIZONS_MIN:
+        held = np.concatenate(inside[h])
+        result["pooled"][f"blend_band_coverage_{h}"] = float(np.mean(held)) if held.size else float("nan")
+    result["blend_band_nominal"] = BLEND_COVERAGE
     return result

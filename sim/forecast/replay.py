@@ -124,11 +124,14 @@ class ForecastMethod:
     name: the method's name in tables, CSV and JSON.
     build: profile → factory of fresh forecasters (called once per replay).
     insulin_assumption: what the method assumes about insulin (quoted in the report).
+    band_coverage: the nominal central coverage of the method's band (0.9 for the
+        baselines and the twin, 0.8 for the blend); the report states it per method.
     """
 
     name: str
     build: Callable[[PatientProfile], ForecasterFactory]
     insulin_assumption: str
+    band_coverage: float = BAND_COVERAGE
 
 
 _BASELINES = (
@@ -160,6 +163,21 @@ def _twin_method() -> tuple[ForecastMethod | None, str | None]:
     return ForecastMethod("twin", factory_of, str(assumption)), None
 
 
+def _blend_method(twin: ForecastMethod | None) -> tuple[ForecastMethod | None, str | None]:
+    """The blend (:mod:`twin.forecast_blend`) around the twin, or around no model when the twin is unavailable."""
+    try:
+        module = importlib.import_module("twin.forecast_blend")
+        blend_factory, coverage = module.blend_factory, float(module.BLEND_COVERAGE)
+    except (ImportError, AttributeError) as exc:
+        return None, f"twin.forecast_blend cannot be imported: {exc}"
+    if twin is None:
+        return ForecastMethod("blend", lambda profile: blend_factory(None), GLUCOSE_ONLY + " (no twin)",
+                              coverage), None
+    assumption = (f"as the twin ({twin.insulin_assumption}); the blend adds persistence, a damped trend and "
+                  "a fit on this person's already observed outcomes")
+    return ForecastMethod("blend", lambda profile: blend_factory(twin.build(profile)), assumption, coverage), None
+
+
 def available_methods() -> tuple[dict[str, ForecastMethod], dict[str, str]]:
     """(methods that can run, by name; methods that cannot, with the reason)."""
     methods = {m.name: m for m in _BASELINES}
@@ -169,8 +187,18 @@ def available_methods() -> tuple[dict[str, ForecastMethod], dict[str, str]]:
         methods[twin.name] = twin
     else:
         unavailable["twin"] = reason or "unavailable"
+    blend, reason = _blend_method(twin)
+    if blend is not None:
+        methods[blend.name] = blend
+    else:
+        unavailable["blend"] = reason or "unavailable"
     methods.update(_registered)
     return methods, unavailable
+
+
+def nominal_coverage(methods: Mapping[str, ForecastMethod], names: Iterable[str]) -> dict[str, float]:
+    """Each method's nominal band coverage (:data:`~twin.forecaster.BAND_COVERAGE` if not a known method)."""
+    return {name: (methods[name].band_coverage if name in methods else BAND_COVERAGE) for name in names}
 
 
 # --- replay -------------------------------------------------------------------------
@@ -411,7 +439,7 @@ def build_report(
         },
         "methods_not_compared": dict(unavailable or {}),
         "warmup": {"readings": result.warmup_readings, "minutes": result.warmup_min},
-        "band_coverage_nominal": BAND_COVERAGE,
+        "band_coverage_nominal": nominal_coverage(methods, result.methods),
         "forecasts_issued": len(result.forecasts),
         "evaluation": result.evaluation.to_dict(),
     }
@@ -427,20 +455,25 @@ def _fmt(x: float | None, spec: str, width: int = 6) -> str:
     return f"{'-':>{width}}" if x is None else f"{format(x, spec):>{width}}"
 
 
-def format_table(evaluation: Evaluation) -> str:
-    """Method × horizon RMSE, MAE, bias, band coverage and n, then the best method per horizon."""
+def format_table(evaluation: Evaluation, nominal: Mapping[str, float] | None = None) -> str:
+    """Method × horizon RMSE, MAE, bias, band coverage (measured and nominal) and n, then the
+    best method per horizon. ``nominal``: each method's nominal band coverage (default
+    :data:`~twin.forecaster.BAND_COVERAGE` for all)."""
+    nominal = {m: (nominal or {}).get(m, BAND_COVERAGE) for m in evaluation.methods}
     width = max([len("method")] + [len(m) for m in evaluation.methods])
-    lines = [f"{'method':<{width}}  {'horizon':>7}  {'n':>6}  {'RMSE':>6}  {'MAE':>6}  {'bias':>6}  {'cover':>5}"]
+    lines = [f"{'method':<{width}}  {'horizon':>7}  {'n':>6}  {'RMSE':>6}  {'MAE':>6}  {'bias':>6}  {'cover':>5}"
+             f"  {'band':>4}"]
     for h in evaluation.horizons_min:
         for m in evaluation.methods:
             s = evaluation.scores[m][h]
             lines.append(
                 f"{m:<{width}}  {horizon_key(h) + ' min':>7}  {s.n:>6}  {_fmt(s.rmse_mg_dl, '6.2f')}  "
                 f"{_fmt(s.mae_mg_dl, '6.2f')}  {_fmt(s.bias_mg_dl, '+6.2f')}  {_fmt(s.coverage, '5.2f', 5)}"
+                f"  {nominal[m]:>4.0%}"
             )
     lines.append(f"(mg/dL; same {' / '.join(str(evaluation.pairs[h]) for h in evaluation.horizons_min)} "
-                 f"pairs for every method; cover = share of readings inside the "
-                 f"{BAND_COVERAGE:.0%} band)")
+                 f"pairs for every method; cover = share of readings inside the method's band, "
+                 f"a central prediction interval of nominal coverage 'band')")
     for h in evaluation.horizons_min:
         best = evaluation.best(h)
         if best is None:

@@ -79,9 +79,16 @@ def _input_rows(report: Mapping[str, Any], tz_name: str) -> list[tuple[str, Any]
     warm = report.get("warmup", {})
     rows.append(("warm-up", f"{warm.get('readings', '?')} readings spanning {warm.get('minutes', '?')} min per subject"))
     rows.append(("scoring", f"truth = the reading within ±{evaluation.get('tolerance_min', '?')} min of the target time; "
-                            f"same pairs for every method; band nominal coverage {report.get('band_coverage_nominal', '?')}"))
+                            f"same pairs for every method; band nominal coverage {_nominal(report.get('band_coverage_nominal'))}"))
     rows.append(("time of day", tz_name))
     return rows
+
+
+def _nominal(value: Any) -> str:
+    """Nominal band coverage: one number (older reports) or one per method."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{m} {_num(c, '.0%')}" for m, c in value.items()) or "?"
+    return "?" if value is None else str(value)
 
 
 def _scores_section(evaluation: Mapping[str, Any]) -> list[str]:
