@@ -55,9 +55,11 @@ class TwinForecaster:
 
 
 def twin_forecaster_factory(profile: PatientProfile, prior: PopulationPrior | None = None,
-                            settings: EstimatorSettings | None = None) -> Callable[[], TwinForecaster]:
-    """Personalize once; each call of the result gives a fresh forecaster (one per subject)."""
-    twin = personalize(profile, prior or default_prior())
+                            settings: EstimatorSettings | None = None,
+                            twin: Twin | None = None) -> Callable[[], TwinForecaster]:
+    """Personalize once (or use the given ``twin``, e.g. a learned one); each call of the result gives a
+    fresh forecaster (one per subject)."""
+    twin = twin if twin is not None else personalize(profile, prior or default_prior())
     return lambda: TwinForecaster(twin, settings)
 
 

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE|DIR",
                    help="twin.json to write (a directory for a directory of traces: DIR/<patient>.json)")
     p.add_argument("--profile", type=Path, default=None, metavar="PROFILE.json",
-                   help="the person's clinical profile (PatientProfile JSON); default: the journal's, or for a "
-                        "simglucose trace the patient's clinical profile")
+                   help="the person's clinical profile (PatientProfile JSON); default: the journal's, for a "
+                        "simglucose trace the patient's clinical profile, otherwise a generic adult (an assumption: "
+                        "70 kg, TDI 40 U, CR 12 g/U, CF 45 mg/dL/U, basal 0.8 U/h)")
     p.add_argument("--days", type=positive_float, default=14.0, metavar="N",
                    help="learn from the last N days of the history (default 14)")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clinical profile (PatientProfile.to_dict() as JSON) for the twin; default: a "
                         "generic adult, an assumption (70 kg, TDI 40 U, CR 12 g/U, CF 45 mg/dL/U, "
                         "basal 0.8 U/h, age 40, target 120 mg/dL)")
+    p.add_argument("--twin", type=Path, default=None, metavar="TWIN.json",
+                   help="forecast with the twin glucotwin learn fitted (its profile is used; not with --profile)")
     p.add_argument("--horizons", type=positive_float, nargs="+", default=None, metavar="MIN",
                    help="forecast horizons in minutes (default 30 60)")
     p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
@@ -51,10 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_replay)
 
 
-def _choose_methods(requested: list[str] | None):
+def _choose_methods(requested: list[str] | None, learned: Any = None):
     from sim.forecast.replay import available_methods
 
-    available, unavailable = available_methods()
+    available, unavailable = available_methods(learned)
     if requested is None:
         return available, unavailable
     chosen = {}
@@ -123,8 +125,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         write_report_json,
     )
 
-    profile, profile_source = _profile(args)
-    methods, unavailable = _choose_methods(args.methods)
+    learned = None
+    if args.twin is not None:
+        if args.profile is not None:
+            raise CliError("--twin carries its own profile: give --twin or --profile, not both")
+        from twin.learning.learned import load_learned_twin
+
+        try:
+            learned = load_learned_twin(args.twin)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--twin {args.twin}: {exc}") from None
+        profile, profile_source = learned.profile, f"the learned twin {args.twin}"
+    else:
+        profile, profile_source = _profile(args)
+    methods, unavailable = _choose_methods(args.methods, learned)
     loaded, readings, rejected, subjects = _readings(args)
 
     factories = {name: method.build(profile) for name, method in methods.items()}

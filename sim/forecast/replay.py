@@ -148,8 +148,11 @@ def register_method(method: ForecastMethod) -> None:
     _registered[method.name] = method
 
 
-def _twin_method() -> tuple[ForecastMethod | None, str | None]:
-    """The twin method if ``twin.twin_forecaster`` imports, else the reason it is unavailable."""
+def _twin_method(learned: Any = None) -> tuple[ForecastMethod | None, str | None]:
+    """The twin method if ``twin.twin_forecaster`` imports, else the reason it is unavailable.
+
+    ``learned``: a :class:`~twin.personalize.Twin` to forecast with (``glucotwin replay --twin``)
+    instead of the one personalized from the profile."""
     try:
         module = importlib.import_module("twin.twin_forecaster")
         factory_of = module.twin_forecaster_factory
@@ -160,6 +163,9 @@ def _twin_method() -> tuple[ForecastMethod | None, str | None]:
     except (ImportError, AttributeError) as exc:
         return None, f"twin.twin_forecaster cannot be imported: {exc}"
     assumption = getattr(module, "INSULIN_ASSUMPTION", INSULIN_ASSUMPTION)
+    if learned is not None:
+        return ForecastMethod("twin", lambda profile: factory_of(profile, twin=learned),
+                              f"{assumption} (the learned twin of {learned.profile.name})"), None
     return ForecastMethod("twin", factory_of, str(assumption)), None
 
 
@@ -178,11 +184,11 @@ def _blend_method(twin: ForecastMethod | None) -> tuple[ForecastMethod | None, s
     return ForecastMethod("blend", lambda profile: blend_factory(twin.build(profile)), assumption, coverage), None
 
 
-def available_methods() -> tuple[dict[str, ForecastMethod], dict[str, str]]:
-    """(methods that can run, by name; methods that cannot, with the reason)."""
+def available_methods(learned: Any = None) -> tuple[dict[str, ForecastMethod], dict[str, str]]:
+    """(methods that can run, by name; methods that cannot, with the reason); ``learned``: a twin to use."""
     methods = {m.name: m for m in _BASELINES}
     unavailable: dict[str, str] = {}
-    twin, reason = _twin_method()
+    twin, reason = _twin_method(learned)
     if twin is not None:
         methods[twin.name] = twin
     else:

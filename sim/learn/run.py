@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sim.learn.sources import load_history
+from sim.learn.sources import is_sqlite, is_trace, load_history
 from sim.learn.table import format_learned
 from twin.learning.fit import TwinBase
 from twin.learning.learned import LearnedTwin, learn
@@ -39,7 +39,9 @@ def profile_and_prior(path: Path, profile_path: Path | None, found: PatientProfi
 
         profile = clinical_profile(patient)
     else:
-        raise ValueError(f"{path}: no profile in the history; give the person's with --profile")
+        from sim.forecast.replay import default_profile
+
+        profile = default_profile()  # an assumption, named in the output: "generic adult (assumed)"
     if patient is not None and profile.name == patient:
         from sim.trial.priors import population_prior
 
@@ -51,6 +53,8 @@ def learn_path(path: Path, profile_path: Path | None = None, days: float = 14.0)
     profile = None
     if profile_path is not None or _simglucose_patient(path) is not None:
         profile, _ = profile_and_prior(path, profile_path, None)
+    elif not (path.is_file() and (is_sqlite(path) or is_trace(path))):
+        profile, _ = profile_and_prior(path, None, None)  # a CGM file or export: the assumed generic adult
     loaded = load_history(path, profile)
     profile, prior = profile_and_prior(path, profile_path, loaded.profile or profile)
     return learn(TwinBase.from_profile(profile, prior), loaded.history.last_days(days))

@@ -8,6 +8,7 @@ history. Format ``glucotwin.learned-twin/1``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -76,8 +77,16 @@ def learn(base: TwinBase, history: History) -> LearnedTwin:
     history_stats = {"start": history.start.isoformat(), "days": round(history.days, 2),
                      "readings": history.readings, "insulin_recorded": history.insulin_recorded,
                      "carbs_recorded": history.carbs_recorded}
-    return LearnedTwin(base.learned_twin(result.theta), theta, sd, status, implied_therapy(base, result.theta),
-                       implied_therapy(base, np.zeros(len(NAMES))), tuple(meal_habits(history)), stats, history_stats)
+    therapy, profile_therapy = implied_therapy(base, result.theta), implied_therapy(base, np.zeros(len(NAMES)))
+    # Only what the records can tell changes: without insulin records the fit says nothing about ISF or
+    # CR (the model's ratios would still move with the basal glucose, through its nonlinearity).
+    if not history.insulin_recorded:
+        therapy = dataclasses.replace(therapy, isf_mg_dl_per_u=profile_therapy.isf_mg_dl_per_u,
+                                      cr_g_per_u=profile_therapy.cr_g_per_u)
+    elif not history.carbs_recorded:
+        therapy = dataclasses.replace(therapy, cr_g_per_u=profile_therapy.cr_g_per_u)
+    return LearnedTwin(base.learned_twin(result.theta), theta, sd, status, therapy, profile_therapy,
+                       tuple(meal_habits(history)), stats, history_stats)
 
 
 def load_learned_twin(path: str | os.PathLike[str]) -> Twin:
