@@ -176,6 +176,11 @@ def test_glucotwin_learn_on_a_simglucose_trace_then_trial_on_the_learned_twin(tm
                  "--no-report", "--workers", "1", "--out", str(tmp_path / "t")]) == 0
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["controller"] == "mpc-learned"
+    learning = json.loads((tmp_path / "t" / "learning.json").read_text())
+    assert learning["patients"][0]["patient"] == "child#002"
+    from sim.report.learned import learned_section
+
+    assert "child#002" in learned_section(learning) and "Learned twins" in learned_section(learning)
     assert main(["trial", "--twin", str(twins), "--patients", "adult#001", "--days", "0.1", "--quiet"]) == 2
     assert "no learned twin for adult#001" in capsys.readouterr().err
 
@@ -203,3 +208,20 @@ def test_the_live_loop_loads_the_learned_twin_and_refuses_one_of_another_profile
     data["twin"] = {"learned": "other.json"}
     with pytest.raises(ConfigError, match="fitted for a profile"):
         load_twin(parse_config(data, base=tmp_path))
+
+
+def test_the_onboarding_arm_learns_then_runs_and_reports_recovery(tmp_path):
+    """trial --learn-days: BB history on other seeds, learned, then the trial on the learned twin, with the report."""
+    from sim.cli import main
+
+    out = tmp_path / "onboard"
+    assert main(["trial", "--learn-days", "1.5", "--patients", "adult#002", "--days", "0.2", "--quiet",
+                 "--workers", "1", "--out", str(out)]) == 0
+    history = json.loads((out / "history" / "summary.json").read_text())
+    assert history["protocol"]["seed_offset"] == 9000 and history["controller"] == "bb"
+    learning = json.loads((out / "learning.json").read_text())
+    entry = learning["patients"][0]
+    assert entry["patient"] == "adult#002" and (out / "twins" / "adult#002.json").exists()
+    assert set(entry["recovery"]["error_pct"]) == {"profile", "learned"}
+    assert entry["fit"]["rmse_6h_mg_dl"] < entry["fit"]["rmse_6h_profile_mg_dl"]
+    assert "Learned twins" in (out / "report.html").read_text()

@@ -153,6 +153,10 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(str(exc)) from None
     print(format_tables(result.summary))
+    if args.twin is not None:
+        from sim.learn.onboarding import write_learning_of_twins
+
+        write_learning_of_twins(out_dir, args.twin, patients)
     if label == "mpc-oracle":
         print("note: mpc-oracle is NOT a fair controller: its twin is the simulator's own patient "
               "(an upper-bound reference, not a result)")

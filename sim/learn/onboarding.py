@@ -51,6 +51,23 @@ def _learn_patient(job: tuple[str, str, str, float]) -> dict[str, Any]:
             "recovery": recovery(patient, profile_twin, learned.twin)}
 
 
+def entry_from_file(patient: str, path: Path) -> dict[str, Any]:
+    """A ``learning.json`` entry from a twin.json (no recovery: that needs the simulator's truth)."""
+    data = json.loads(path.read_text())
+    return {"patient": patient, "fit": data["fit"],
+            "parameters": {p["name"]: {"factor": p["factor"], "sd": p["sd"], "status": p["status"]}
+                           for p in data["parameters"]},
+            "therapy": data["therapy"]}
+
+
+def write_learning_of_twins(out_dir: Path, twin_dir: Path, patients: list[str]) -> None:
+    """``learning.json`` for a trial run with ``--twin DIR`` (the report's "Learned twins" section)."""
+    with open(out_dir / "learning.json", "w") as handle:
+        json.dump({"twin_dir": str(twin_dir),
+                   "patients": [entry_from_file(p, twin_dir / f"{p}.json") for p in patients]}, handle, indent=1)
+        handle.write("\n")
+
+
 def learn_histories(patients: list[str], history_dir: Path, twin_dir: Path, days: float,
                     workers: int | None = None) -> list[dict[str, Any]]:
     twin_dir.mkdir(parents=True, exist_ok=True)
