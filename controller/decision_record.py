@@ -27,7 +27,6 @@ from controller.policy import ControlInput, Dose
 from controller.safety import SafetyLimits, SafetySupervisor
 from twin.estimator import EstimatorSettings, TwinEstimator
 from twin.model import MealState
-from twin.model_params import ModelParams
 from twin.personalize import Twin
 from twin.profile import PatientProfile
 
@@ -35,27 +34,11 @@ FORMAT = "glucotwin.decision/1"
 
 
 def twin_to_dict(twin: Twin) -> dict[str, Any]:
-    return {
-        "profile": twin.profile.to_dict(),
-        "params": twin.params.to_dict(),
-        "x_basal": twin.x_basal.tolist(),
-        "basal_glucose_mg_dl": twin.basal_glucose_mg_dl,
-        "sensitivity_scale": twin.sensitivity_scale,
-        "drop_mg_dl_per_u": twin.drop_mg_dl_per_u,
-        "group": twin.group,
-    }
+    return twin.to_dict()
 
 
 def twin_from_dict(data: dict[str, Any]) -> Twin:
-    return Twin(
-        profile=PatientProfile.from_dict(data["profile"]),
-        params=ModelParams(**{k: np.array(v, dtype=float) for k, v in data["params"].items()}),
-        x_basal=np.array(data["x_basal"], dtype=float),
-        basal_glucose_mg_dl=float(data["basal_glucose_mg_dl"]),
-        sensitivity_scale=float(data["sensitivity_scale"]),
-        drop_mg_dl_per_u=float(data["drop_mg_dl_per_u"]),
-        group=str(data["group"]),
-    )
+    return Twin.from_dict(data)
 
 
 def estimator_state(est: TwinEstimator | None) -> dict[str, Any] | None:

@@ -218,6 +218,31 @@ class Twin:
     drop_mg_dl_per_u: float
     group: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild the twin (decision records, learned twin files)."""
+        return {
+            "profile": self.profile.to_dict(),
+            "params": self.params.to_dict(),
+            "x_basal": self.x_basal.tolist(),
+            "basal_glucose_mg_dl": self.basal_glucose_mg_dl,
+            "sensitivity_scale": self.sensitivity_scale,
+            "drop_mg_dl_per_u": self.drop_mg_dl_per_u,
+            "group": self.group,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Twin":
+        """Inverse of :meth:`to_dict`. Raises KeyError, TypeError or ValueError on bad data."""
+        return cls(
+            profile=PatientProfile.from_dict(data["profile"]),
+            params=ModelParams(**{k: np.array(v, dtype=float) for k, v in data["params"].items()}),
+            x_basal=np.array(data["x_basal"], dtype=float),
+            basal_glucose_mg_dl=float(data["basal_glucose_mg_dl"]),
+            sensitivity_scale=float(data["sensitivity_scale"]),
+            drop_mg_dl_per_u=float(data["drop_mg_dl_per_u"]),
+            group=str(data["group"]),
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "profile": self.profile.name,

@@ -58,7 +58,15 @@ from twin.learning.history import History
 from twin.model import simulate
 from twin.model_params import ModelParams
 from twin.model_state import State
-from twin.personalize import PopulationPrior, Twin, age_group, consistent_parameters, personalize, steady_state
+from twin.personalize import (
+    PopulationPrior,
+    Twin,
+    age_group,
+    consistent_parameters,
+    insulin_drop_mg_dl,
+    personalize,
+    steady_state,
+)
 
 SEGMENT_MIN = 360.0
 BLOCKS = 4
@@ -133,19 +141,15 @@ class TwinBase:
         one = params.take([0])
         x_basal = steady_state(one, gb, self.basal_egp)[0]
         scale = self.twin.sensitivity_scale * math.exp(day[_SENS])
-        from twin.personalize import insulin_drop_mg_dl  # local: keeps the import list short
-
         drop = float(insulin_drop_mg_dl(one, x_basal[None, :])[0])
         return Twin(self.twin.profile, one, x_basal, gb, scale, drop, self.twin.group)
 
 
 def segment_starts(history: History) -> np.ndarray:
     """Grid indices where 6-h segments start: 0 and every local 00, 06, 12, 18 h."""
-    per = int(round(SEGMENT_MIN / history.step_min))
     minute = history.minute_of_day(np.arange(history.steps))
-    aligned = np.flatnonzero(np.isclose(minute % SEGMENT_MIN, 0.0))
-    starts = np.union1d([0], aligned)
-    return starts[starts < history.steps - 1] if per > 0 else starts
+    starts = np.union1d([0], np.flatnonzero(np.isclose(minute % SEGMENT_MIN, 0.0)))
+    return starts[starts < history.steps - 1]
 
 
 def predict(base: TwinBase, history: History, thetas: np.ndarray) -> np.ndarray:

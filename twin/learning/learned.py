@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from twin.learning.fit import NAMES, PARAMETERS, PRIOR_SD, FitResult, TwinBase, fit
+from twin.learning.fit import NAMES, PARAMETERS, FitResult, TwinBase, fit
 from twin.learning.habits import MealHabit, meal_habits
 from twin.learning.history import History
 from twin.learning.therapy import Therapy, implied_therapy
-from twin.model_params import ModelParams
 from twin.personalize import Twin
-from twin.profile import PatientProfile
 
 FORMAT = "glucotwin.learned-twin/1"
 
@@ -52,9 +50,7 @@ class LearnedTwin:
             "meal_habits": [h.to_dict() for h in self.habits],
             "fit": self.fit_stats,
             "history": self.history_stats,
-            "twin": {"params": t.params.to_dict(), "x_basal": t.x_basal.tolist(),
-                     "basal_glucose_mg_dl": t.basal_glucose_mg_dl, "sensitivity_scale": t.sensitivity_scale,
-                     "drop_mg_dl_per_u": t.drop_mg_dl_per_u, "group": t.group},
+            "twin": t.to_dict(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -100,17 +96,9 @@ def twin_from_dict(data: dict[str, Any], source: str = "learned twin") -> Twin:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{source}: not a learned twin (format {FORMAT!r} expected)")
     try:
-        t = data["twin"]
-        params = ModelParams.from_mappings({k: v[0] for k, v in t["params"].items()})
-        x_basal = np.asarray(t["x_basal"], dtype=float)
-        twin = Twin(PatientProfile.from_dict(data["profile"]), params, x_basal, float(t["basal_glucose_mg_dl"]),
-                    float(t["sensitivity_scale"]), float(t["drop_mg_dl_per_u"]), str(t["group"]))
-    except (KeyError, TypeError, IndexError) as exc:
+        twin = Twin.from_dict(data["twin"])
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise ValueError(f"{source}: incomplete learned twin ({exc})") from None
-    if x_basal.shape != (13,) or not np.all(np.isfinite(x_basal)):
+    if twin.x_basal.shape != (13,) or not np.all(np.isfinite(twin.x_basal)) or twin.params.size != 1:
         raise ValueError(f"{source}: learned twin has a bad basal state")
     return twin
-
-
-def prior_sd(name: str) -> float:
-    return float(PRIOR_SD[NAMES.index(name)])
