@@ -92,10 +92,11 @@ def test_learned_twin_file_round_trips_and_implies_less_insulin_for_the_sensitiv
     path = tmp_path / "twin.json"
     learned.save(path)
     data = json.loads(path.read_text())
-    assert data["format"] == "glucotwin.learned-twin/1"
+    assert data["format"] == "glucotwin.learned-twin/2"
     assert {p["name"] for p in data["parameters"]} == set(NAMES)
-    twin = load_learned_twin(path)
+    twin = load_learned_twin(path, purpose="forecast")
     assert np.array_equal(twin.params.Vmx, learned.twin.params.Vmx)
+    assert np.array_equal(load_learned_twin(path).params.Vmx, learned.dosing_twin.params.Vmx)
     assert twin.drop_mg_dl_per_u > 1.2 * base.twin.drop_mg_dl_per_u  # more sensitive: 1 U drops more
     assert learned.therapy.isf_mg_dl_per_u[1] > 1.2 * learned.profile_therapy.isf_mg_dl_per_u[1]
     assert learned.profile_therapy.cr_g_per_u == pytest.approx(base.twin.profile.carb_ratio_g_per_u, rel=1e-6)
@@ -103,6 +104,9 @@ def test_learned_twin_file_round_trips_and_implies_less_insulin_for_the_sensitiv
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="not a learned twin"):
         load_learned_twin(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text(json.dumps(dict(data, format="glucotwin.learned-twin/1")))
+    with pytest.raises(ValueError, match="no dosing twin; run glucotwin learn again"):
+        load_learned_twin(tmp_path / "old.json")
 
 
 def test_meal_habits_find_the_usual_meals(base):
@@ -202,9 +206,10 @@ def test_the_live_loop_loads_the_learned_twin_and_refuses_one_of_another_profile
     data["twin"] = {"learned": "twin.json"}
     config = parse_config(data, base=tmp_path)
     twin = load_twin(config)
-    assert np.array_equal(twin.params.Vmx, learned.twin.params.Vmx) and twin.profile == config.profile
-    other = dataclasses.replace(learned.twin, profile=dataclasses.replace(profile, weight_kg=profile.weight_kg + 10))
-    dataclasses.replace(learned, twin=other).save(tmp_path / "other.json")
+    assert np.array_equal(twin.params.Vmx, learned.dosing_twin.params.Vmx) and twin.profile == config.profile
+    heavier = dataclasses.replace(profile, weight_kg=profile.weight_kg + 10)
+    dataclasses.replace(learned, twin=dataclasses.replace(learned.twin, profile=heavier),
+                        dosing_twin=dataclasses.replace(learned.dosing_twin, profile=heavier)).save(tmp_path / "other.json")
     data["twin"] = {"learned": "other.json"}
     with pytest.raises(ConfigError, match="fitted for a profile"):
         load_twin(parse_config(data, base=tmp_path))
@@ -222,6 +227,7 @@ def test_the_onboarding_arm_learns_then_runs_and_reports_recovery(tmp_path):
     learning = json.loads((out / "learning.json").read_text())
     entry = learning["patients"][0]
     assert entry["patient"] == "adult#002" and (out / "twins" / "adult#002.json").exists()
-    assert set(entry["recovery"]["error_pct"]) == {"profile", "learned"}
+    assert set(entry["recovery"]["error_pct"]) == {"profile", "learned", "dosing"}
     assert entry["fit"]["rmse_6h_mg_dl"] < entry["fit"]["rmse_6h_profile_mg_dl"]
-    assert "Learned twins" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "Learned twins" in report and "dosing twin: sensitivity factor" in report

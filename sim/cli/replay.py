@@ -132,7 +132,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from twin.learning.learned import load_learned_twin
 
         try:
-            learned = load_learned_twin(args.twin)
+            learned = load_learned_twin(args.twin, purpose="forecast")
         except (OSError, ValueError) as exc:
             raise CliError(f"--twin {args.twin}: {exc}") from None
         profile, profile_source = learned.profile, f"the learned twin {args.twin}"

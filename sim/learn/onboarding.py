@@ -48,7 +48,8 @@ def _learn_patient(job: tuple[str, str, str, float]) -> dict[str, Any]:
             "parameters": {n: {"factor": round(2.718281828459045 ** v, 3), "sd": round(learned.sd[n], 3),
                                "status": learned.status[n]} for n, v in learned.theta.items()},
             "therapy": {"learned": learned.therapy.to_dict(), "profile": learned.profile_therapy.to_dict()},
-            "recovery": recovery(patient, profile_twin, learned.twin)}
+            "dosing_factors": {n: round(2.718281828459045 ** v, 3) for n, v in learned.dosing_theta.items()},
+            "recovery": recovery(patient, profile_twin, learned.twin, learned.dosing_twin)}
 
 
 def entry_from_file(patient: str, path: Path) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def entry_from_file(patient: str, path: Path) -> dict[str, Any]:
     return {"patient": patient, "fit": data["fit"],
             "parameters": {p["name"]: {"factor": p["factor"], "sd": p["sd"], "status": p["status"]}
                            for p in data["parameters"]},
-            "therapy": data["therapy"]}
+            "therapy": data["therapy"], "dosing_factors": data.get("dosing", {}).get("factors", {})}
 
 
 def write_learning_of_twins(out_dir: Path, twin_dir: Path, patients: list[str]) -> None:

@@ -4,7 +4,8 @@ This module reads simglucose's own parameters, so it lives in ``sim/`` and is
 never on the control path (DESIGN.md honesty rules). It compares what the
 model says about the person, computed the same way on three models: the
 simulator's true patient, the twin personalized from the clinical profile,
-and the learned twin:
+the learned twin and, when given, the learned twin's dosing twin
+(:mod:`twin.learning.trust`):
 
 - ``drop_mg_dl_per_u``: glucose drop at the nadir after 1 U from the basal
   steady state (insulin sensitivity as a clinician would measure it);
@@ -39,15 +40,17 @@ def describe_model(params: ModelParams, x_basal: np.ndarray) -> dict[str, float]
     }
 
 
-def recovery(patient: str, profile_twin: Twin, learned_twin: Twin) -> dict[str, Any]:
-    """True, profile-twin and learned-twin values of :data:`QUANTITIES`, and each twin's error (%)."""
+def recovery(patient: str, profile_twin: Twin, learned_twin: Twin, dosing_twin: Twin | None = None) -> dict[str, Any]:
+    """True, profile-twin, learned-twin (and dosing-twin) values of :data:`QUANTITIES`, and each twin's error (%)."""
     from sim.trial.cohort import twin_parameters
 
     true_params, true_x0 = twin_parameters([patient])
     rows = {"true": describe_model(true_params, true_x0),
             "profile": describe_model(profile_twin.params, profile_twin.x_basal),
             "learned": describe_model(learned_twin.params, learned_twin.x_basal)}
+    if dosing_twin is not None:
+        rows["dosing"] = describe_model(dosing_twin.params, dosing_twin.x_basal)
     errors = {which: {q: round(100.0 * (rows[which][q] / rows["true"][q] - 1.0), 1) for q in QUANTITIES}
-              for which in ("profile", "learned")}
+              for which in rows if which != "true"}
     return {"values": {k: {q: round(v, 4) for q, v in row.items()} for k, row in rows.items()},
             "error_pct": errors}

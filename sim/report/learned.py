@@ -39,14 +39,17 @@ def learned_section(learning: dict[str, Any]) -> str:
     head = ("<tr><th class=\"l\">patient</th><th>6-h RMSE, profile → learned (mg/dL)</th>"
             + "".join(f"<th>{_esc(n.replace('_', ' '))}</th>" for n in _SHOWN)
             + "<th>basal U/h (profile → learned)</th><th>ISF mg/dL/U, day mean</th><th>CR g/U</th>"
-            + "<th>1-U drop error vs truth, profile → learned (%)</th></tr>")
+            + "<th>dosing twin: sensitivity factor</th>"
+            + "<th>1-U drop error vs truth, profile → learned → dosing twin (%)</th></tr>")
     rows = []
     for p in learning.get("patients", []):
         fit, th = p["fit"], p["therapy"]
         isf = lambda t: sum(t["isf_mg_dl_per_u"]) / len(t["isf_mg_dl_per_u"])  # noqa: E731
         rec = p.get("recovery", {}).get("error_pct")
         rec_cell = (f"{_num(rec['profile']['drop_mg_dl_per_u'])} → {_num(rec['learned']['drop_mg_dl_per_u'])}"
+                    + (f" → {_num(rec['dosing']['drop_mg_dl_per_u'])}" if "dosing" in rec else "")
                     if rec else "–")
+        dosing_sens = p.get("dosing_factors", {}).get("sensitivity")
         rows.append(
             f"<tr><td class=\"l\">{_esc(p['patient'])}</td>"
             f"<td>{_num(fit['rmse_6h_profile_mg_dl'])} → {_num(fit['rmse_6h_mg_dl'])}</td>"
@@ -54,6 +57,7 @@ def learned_section(learning: dict[str, Any]) -> str:
             + f"<td>{_num(th['profile']['basal_u_per_h'], '.2f')} → {_num(th['learned']['basal_u_per_h'], '.2f')}</td>"
             f"<td>{_num(isf(th['profile']))} → {_num(isf(th['learned']))}</td>"
             f"<td>{_num(th['profile']['cr_g_per_u'])} → {_num(th['learned']['cr_g_per_u'])}</td>"
+            f"<td>{_num(dosing_sens, '.2f') if dosing_sens is not None else '–'}</td>"
             f"<td>{rec_cell}</td></tr>")
     days = learning.get("history_days")
     origin = (f"{_num(days)} days under {_esc(learning.get('history_controller', '?'))}, seeds k + "
@@ -63,5 +67,6 @@ def learned_section(learning: dict[str, Any]) -> str:
         f'<p class="note">Twins fitted by glucotwin learn from {origin}. Factors multiply the twin personalized '
         "from the clinical profile (1.00: unchanged); ~ partly learned, (prior): the history could not tell. "
         "The 6-h RMSE scores the history's own 6-h forecasts anchored at the CGM. Drop error: the 1-U nadir "
-        "drop of each twin against the simulator's true patient (validation only).</p>",
+        "drop of each twin against the simulator's true patient (validation only). The dosing twin is the one "
+        "the loop doses with: the fit taken only where it gives less insulin than the profile's twin.</p>",
         f"<table>{head}{''.join(rows)}</table>"])

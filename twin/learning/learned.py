@@ -1,9 +1,17 @@
 """A learned twin: the fit's result as a file (``twin.json``), and the twin it gives the loop.
 
 The file is self-contained: besides the fitted factors, their uncertainty
-and what the fit could identify, it holds the full twin (model parameters,
+and what the fit could identify, it holds two full twins (model parameters,
 basal state), so loading it needs neither the population prior nor the
-history. Format ``glucotwin.learned-twin/1``.
+history:
+
+- ``twin``: the fit as it is, for forecasts (``glucotwin replay --twin``);
+- ``dosing_twin``: the fit taken only in the directions that give less
+  insulin than the profile's twin (:mod:`twin.learning.trust`), for the
+  control path (``glucotwin run``, ``glucotwin trial --twin``).
+
+Format ``glucotwin.learned-twin/2`` (``/1`` files, which had no dosing twin,
+are refused with the command that rewrites them).
 """
 
 from __future__ import annotations
@@ -20,14 +28,17 @@ from twin.learning.fit import NAMES, PARAMETERS, FitResult, TwinBase, fit
 from twin.learning.habits import MealHabit, meal_habits
 from twin.learning.history import History
 from twin.learning.therapy import Therapy, implied_therapy
+from twin.learning.trust import DOSING_RULES, dosing_theta
 from twin.personalize import Twin
 
-FORMAT = "glucotwin.learned-twin/1"
+FORMAT = "glucotwin.learned-twin/2"
+PURPOSES = ("dosing", "forecast")
 
 
 @dataclass(frozen=True)
 class LearnedTwin:
     twin: Twin
+    dosing_twin: Twin
     theta: dict[str, float]
     sd: dict[str, float]
     status: dict[str, str]
@@ -36,6 +47,7 @@ class LearnedTwin:
     habits: tuple[MealHabit, ...]
     fit_stats: dict[str, Any]
     history_stats: dict[str, Any] = field(default_factory=dict)
+    dosing_theta: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         t = self.twin
@@ -51,6 +63,9 @@ class LearnedTwin:
             "fit": self.fit_stats,
             "history": self.history_stats,
             "twin": t.to_dict(),
+            "dosing": {"rules": DOSING_RULES,
+                       "factors": {n: round(float(np.exp(v)), 4) for n, v in self.dosing_theta.items()}},
+            "dosing_twin": self.dosing_twin.to_dict(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -81,22 +96,33 @@ def learn(base: TwinBase, history: History) -> LearnedTwin:
                                       cr_g_per_u=profile_therapy.cr_g_per_u)
     elif not history.carbs_recorded:
         therapy = dataclasses.replace(therapy, cr_g_per_u=profile_therapy.cr_g_per_u)
-    return LearnedTwin(base.learned_twin(result.theta), theta, sd, status, therapy, profile_therapy,
-                       tuple(meal_habits(history)), stats, history_stats)
+    dosing = dosing_theta(result.theta)
+    return LearnedTwin(base.learned_twin(result.theta), base.learned_twin(dosing), theta, sd, status, therapy,
+                       profile_therapy, tuple(meal_habits(history)), stats, history_stats,
+                       {n: float(v) for n, v in zip(NAMES, dosing)})
 
 
-def load_learned_twin(path: str | os.PathLike[str]) -> Twin:
-    """The twin of a ``twin.json`` written by ``glucotwin learn`` (:meth:`LearnedTwin.save`)."""
+def load_learned_twin(path: str | os.PathLike[str], purpose: str = "dosing") -> Twin:
+    """A twin of a ``twin.json`` written by ``glucotwin learn`` (:meth:`LearnedTwin.save`).
+
+    ``purpose="dosing"`` (the control path) gives the dosing twin,
+    ``"forecast"`` the fit as it is (module docstring).
+    """
     with open(path) as handle:
         data = json.load(handle)
-    return twin_from_dict(data, source=str(path))
+    return twin_from_dict(data, source=str(path), purpose=purpose)
 
 
-def twin_from_dict(data: dict[str, Any], source: str = "learned twin") -> Twin:
+def twin_from_dict(data: dict[str, Any], source: str = "learned twin", purpose: str = "dosing") -> Twin:
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
+    if isinstance(data, dict) and data.get("format") == "glucotwin.learned-twin/1":
+        raise ValueError(f"{source}: a glucotwin.learned-twin/1 file has no dosing twin; "
+                         "run glucotwin learn again on the history to rewrite it")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{source}: not a learned twin (format {FORMAT!r} expected)")
     try:
-        twin = Twin.from_dict(data["twin"])
+        twin = Twin.from_dict(data["dosing_twin" if purpose == "dosing" else "twin"])
     except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise ValueError(f"{source}: incomplete learned twin ({exc})") from None
     if twin.x_basal.shape != (13,) or not np.all(np.isfinite(twin.x_basal)) or twin.params.size != 1:
