@@ -238,6 +238,15 @@ class TwinEstimator:
     def sensitivity_factor(self) -> float:
         return float(math.exp(self.z[_LS]))
 
+    @property
+    def pending_carbs_g(self) -> float:
+        """Carbohydrate announced since the last update, not yet in the twin's gut."""
+        return self._pending_carbs_g
+
+    def sigma_points(self) -> np.ndarray:
+        """The cubature points (2n, n) of z: what forecasts run to carry the estimate's uncertainty."""
+        return self._sigma_points()
+
     def _sigma_points(self) -> np.ndarray:
         try:
             root = np.linalg.cholesky(self.P)
@@ -422,7 +431,8 @@ class TwinEstimator:
         )
 
     def plan_glucose(self, insulin_u_per_min: np.ndarray, step_min: float,
-                     sensitivity_scale: float | np.ndarray = 1.0, new_carbs_scale: float = 1.0) -> np.ndarray:
+                     sensitivity_scale: float | np.ndarray = 1.0, new_carbs_scale: float = 1.0,
+                     extra_carbs_g: float | np.ndarray = 0.0) -> np.ndarray:
         """Glucose (M, T+1) from the current mean state under M insulin plans (M, T) U/min.
 
         Announced carbohydrates and the disturbance estimate are included, as in
@@ -432,6 +442,10 @@ class TwinEstimator:
         believes, for plans that must be safe if the estimate is wrong. ``new_carbs_scale``
         scales the carbohydrates announced since the last update (not those already eaten):
         a scenario of a meal smaller than announced, or a carb ratio that over-doses.
+        ``extra_carbs_g`` (scalar or one per plan, g) are hypothetical carbohydrates eaten
+        now on top of everything the twin knows (queued at the first step, eaten at 5 g/min
+        and absorbed by the twin's own gut model, like any meal): what a rescue snack would
+        do (:mod:`controller.advice`). 0 (the default) changes nothing.
         """
         plans = np.atleast_2d(np.asarray(insulin_u_per_min, dtype=float))
         m, steps = plans.shape
@@ -445,6 +459,10 @@ class TwinEstimator:
         if not (math.isfinite(new_carbs_scale) and new_carbs_scale >= 0):
             raise ValueError("new_carbs_scale must be finite and >= 0")
         carbs[:, 0] = self._pending_carbs_g * new_carbs_scale
+        extra = np.broadcast_to(np.asarray(extra_carbs_g, dtype=float), (m,))
+        if not np.all(np.isfinite(extra) & (extra >= 0)):
+            raise ValueError("extra_carbs_g must be finite and >= 0")
+        carbs[:, 0] += extra
         meal = self.meal.take(np.zeros(m, dtype=int))
         if new_carbs_scale != 1.0:  # announced, not eaten yet
             meal = replace(meal, planned_g=meal.planned_g * new_carbs_scale)
