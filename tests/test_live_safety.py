@@ -92,6 +92,11 @@ def decisions(path: Path) -> int:
         return j.counts().get("decision", 0)
 
 
+def snapshots(path: Path) -> int:
+    with Journal(path, read_only=True) as j:
+        return j.counts().get("snapshot", 0)
+
+
 def run_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
                           timeout=timeout_s)
@@ -132,6 +137,8 @@ def test_a_full_disk_degrades_the_running_loop_and_it_recovers(rig, tmp_path):
     for k, g in enumerate((200.0, 206.0, 212.0)):
         rig.sensor.publish_reading(GlucoseReading(start + timedelta(minutes=2 * k), g, "test:cgm"))
     wait_for(lambda: decisions(journal) == 3, 30, "three cycles")
+    # the third cycle's last write (its snapshot) must be on disk before the limit, or it degrades
+    wait_for(lambda: snapshots(journal) == 3, 30, "three cycles' snapshots")
     limit = resource.prlimit(loop.pid, resource.RLIMIT_FSIZE)
     resource.prlimit(loop.pid, resource.RLIMIT_FSIZE, (4096, limit[1]))  # no file may grow past 4 kB
     rig.sensor.publish_reading(GlucoseReading(start + timedelta(minutes=6), 218.0, "test:cgm"))

@@ -30,6 +30,7 @@ from controller.loop import pump_history_sync
 from controller.loop.cycle_result import CycleResult, RestoreReport
 from controller.loop.journal import Journal, JournalCorrupt, JournalWriteError
 from controller.loop.journal_buffer import BufferedAppender
+from controller.loop.journal_policy import carry_over_learning, replay_events
 from controller.policy import ControlInput, Dose
 from controller.loop.ports import (Announcement, GlucoseSource, PumpOrder, PumpOutcome, PumpPort, Reading,
                               ReadingValidator, Rejection)
@@ -140,7 +141,7 @@ class ClosedLoop:
         # what the supervisor learned outlives the replayed window: start from its state before it
         earlier = self.journal.last_before("decision", since)
         if earlier is not None:
-            self._carry_over_learning(earlier.payload)
+            carry_over_learning(self.policy, earlier.payload)
         report.cycles_replayed = self._replay(since, now)
         if sync.booked:  # a reading older than the pump's last command was already acted on (by someone)
             latest = max(b.time for b in sync.booked)
@@ -171,25 +172,13 @@ class ClosedLoop:
         """Decisions and every delivery since ``since``, in time order, through the fresh policy."""
         reading_times: set[datetime] = set()
         replayed = 0
-        decided: ControlInput | None = None
-        for event in self.journal.replay_since(since):
-            d = event.payload
-            if event.kind == "decision":
-                decided = ControlInput.from_dict(d["input"])
-                self.policy.decide(decided, assume_delivered=False)
-                self.last_cycle_time = decided.time
-                self.last_cycle_clock = now
-                if decided.cgm_mg_dl is not None:
-                    self.last_reading_time = decided.time
-                    reading_times.add(decided.time)
-                replayed += 1
-            elif d.get("from_pump"):
-                self.policy.book_pump_delivery(datetime.fromisoformat(d["time"]), d["basal_u_per_h"], d["minutes"],
-                                               d["bolus_u"])
-            else:
-                at = decided.time if decided is not None and event.cycle is not None else \
-                    datetime.fromisoformat(event.time)
-                self.policy.record_delivery(at, d["basal_u_per_h"], d["minutes"], d["bolus_u"])
+        for decided in replay_events(self.policy, self.journal.replay_since(since)):
+            self.last_cycle_time = decided.time
+            self.last_cycle_clock = now
+            if decided.cgm_mg_dl is not None:
+                self.last_reading_time = decided.time
+                reading_times.add(decided.time)
+            replayed += 1
         self._restore_validator(since, reading_times)
         return replayed
 
@@ -238,19 +227,6 @@ class ClosedLoop:
             return self.journal.prune(before, max_id=limit)
         except JournalWriteError:  # a full disk: pruning waits for the next day
             return 0
-
-    def _carry_over_learning(self, decision: dict[str, Any]) -> None:
-        """The learners' full state journaled with ``decision``; a journal from before it was
-        journaled (or a damaged one) gives the shares alone, from the dose's diagnostics."""
-        state = decision.get("learners")
-        if isinstance(state, dict):
-            try:
-                self.policy.supervisor.restore_learners(state)
-                return
-            except ValueError:
-                pass
-        diagnostics = (decision.get("dose") or {}).get("diagnostics") or {}
-        self.policy.supervisor.carry_over_shares(diagnostics.get("meal_share"), diagnostics.get("correction_share"))
 
     def _restore_validator(self, since: str, reading_times: set[datetime]) -> None:
         """Give the validator the readings that ran the replayed cycles (at ``reading_times``):
