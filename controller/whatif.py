@@ -215,7 +215,7 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
         supervisor.delivered(now, given_basal, STEP_MIN, given_bolus + float(user_bolus_u[k]))
         first_reason = first_reason or safe.reason
         extra_u = (given_basal - scheduled) * STEP_MIN / MIN_PER_H + given_bolus
-        insulin[k] += extra_u / STEP_MIN
+        insulin[k] = max(insulin[k] + extra_u / STEP_MIN, 0.0)  # a suspension: exactly 0, not -1e-18
         glucose[k:] += extra_u * response[:length - k]
         bolus_total += given_bolus
         basal_total += given_basal * STEP_MIN / MIN_PER_H
