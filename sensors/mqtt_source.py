@@ -301,8 +301,17 @@ class MqttCgmSource(_Endpoint):
         self.queue: BoundedItems[Item] = BoundedItems(settings.max_queued_items)
         self.messages = 0
         self._subscribed = threading.Event()
+        self._extra_topics: list[str] = []
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+
+    def add_topic(self, topic: str, callback: Any) -> None:
+        """Also subscribe to ``topic`` (QoS 1, again after every reconnect); its messages go to
+        ``callback(client, userdata, message)`` on the network thread, not into :meth:`poll`."""
+        self.client.message_callback_add(topic, callback)
+        self._extra_topics.append(topic)
+        if self.connected:
+            self.client.subscribe(topic, QOS)
 
     def poll(self, timeout_s: float = 0.0) -> list[Item]:
         """Items received: waits at most ``timeout_s`` for the first, then drains the rest."""
@@ -310,7 +319,7 @@ class MqttCgmSource(_Endpoint):
 
     def _subscribe(self, client: mqtt.Client) -> None:
         s = self.settings
-        client.subscribe([(s.cgm_topic, QOS), (s.treatments_topic, QOS)])
+        client.subscribe([(s.cgm_topic, QOS), (s.treatments_topic, QOS)] + [(t, QOS) for t in self._extra_topics])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:

@@ -70,6 +70,7 @@ class LiveParts:
     reading_clock: ReadingClock | None
     publisher: CyclePublisher | None
     upload: NightscoutUpload | None
+    whatif: Any = None  # controller.loop.whatif_service.WhatIfService, when [mqtt] whatif_key_file is set
 
 
 def _lockstep_clock(config: LiveConfig, journal: Journal) -> ReadingClock | None:
@@ -109,21 +110,55 @@ def compose(config: LiveConfig) -> LiveParts:
     if getattr(source, "client", None) is not None and config.publish_cycles:
         publisher = CyclePublisher(source.client, f"{config.mqtt.topic_prefix}/{config.mqtt.subject}")
 
+    whatif = _whatif_service(config, source, clock)
+
     def on_cycle(result: CycleResult) -> None:
         if publisher is not None:
             publisher.cycle(result)
         if upload is not None:
             upload.cycle(result)
+        if whatif is not None:
+            whatif.update(policy)  # a copy: questions are answered on it, never on the live policy
 
     settings = config.loop
     if upload is not None:  # Nightscout's forecast lines want 3 hours; the runtime computes it once
         settings = replace(settings, forecast_horizon_min=max(settings.forecast_horizon_min, FORECAST_HORIZON_MIN))
     validator = ReadingValidator(ValidationSettings.for_sample_interval(settings.cycle_min * 60.0))
     loop = ClosedLoop(policy, source, pump, journal, clock, settings, validator=validator,
-                      on_cycle=on_cycle if publisher is not None or upload is not None else None)
+                      on_cycle=on_cycle if publisher is not None or upload is not None or whatif is not None
+                      else None)
     if upload is not None:  # never prune what the uploader has not collected yet
         loop.prune_limit = lambda: upload.uploader.cursor
-    return LiveParts(loop, source, journal, clock, reading_clock, publisher, upload)
+    return LiveParts(loop, source, journal, clock, reading_clock, publisher, upload, whatif)
+
+
+def _whatif_service(config: LiveConfig, source: Any, clock: Callable[[], datetime]) -> Any:
+    """The what-if service on the sensor's MQTT client ([mqtt] whatif_key_file), or None."""
+    if not config.mqtt.whatif_key_file or not hasattr(source, "add_topic"):
+        return None
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from controller.loop.whatif_service import WhatIfService, read_key
+
+    key = read_key(config.mqtt.whatif_key_file)
+    client = source.client
+
+    def publish(topic: str, payload: bytes, correlation: bytes | None) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        if correlation:
+            props.CorrelationData = correlation
+        client.publish(topic, payload, qos=1, properties=props)
+
+    service = WhatIfService(key, f"{config.mqtt.topic_prefix}/{config.mqtt.subject}", publish, clock)
+
+    def on_request(client: Any, userdata: Any, message: Any) -> None:
+        props = getattr(message, "properties", None)
+        service.on_message(message.payload, getattr(props, "ResponseTopic", None),
+                           getattr(props, "CorrelationData", None))
+
+    source.add_topic(service.request_topic, on_request)
+    return service
 
 
 def _say_started(config: LiveConfig, report: RestoreReport, out: TextIO) -> None:
@@ -198,6 +233,8 @@ def run_live(config: LiveConfig, out: TextIO = sys.stdout, ready_file: Path | No
         notifier.stopping()
         notifier.close()
         parts.source.close()
+        if parts.whatif is not None:
+            parts.whatif.close()
         if parts.upload is not None:
             parts.upload.close()
         parts.journal.close()

@@ -93,6 +93,7 @@ class MqttEndpoint:
     client_id: str = ""
     subject: str = "default"
     topic_prefix: str = "glucotwin"
+    whatif_key_file: str = ""
 
     def password(self) -> str:
         return _read_secret(self.password_file, "[mqtt] password_file") if self.password_file else ""

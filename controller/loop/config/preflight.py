@@ -37,6 +37,15 @@ def preflight(config: "LiveConfig") -> None:
         path = getattr(m, key)
         if path:
             _readable_file(f"[mqtt] {key}", path)
+    if m.whatif_key_file:
+        from controller.loop.whatif_service import read_key
+
+        if config.sensor.transport != "mqtt":
+            raise ConfigError("[mqtt] whatif_key_file: the what-if service needs [sensor] transport = \"mqtt\"")
+        try:
+            read_key(m.whatif_key_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[mqtt] whatif_key_file = {m.whatif_key_file!r}: {exc}") from None
     ns = config.nightscout
     if ns is not None:
         if ns.upload:

@@ -376,6 +376,9 @@ SETTINGS: tuple[Setting, ...] = (
             pattern=_ID, pattern_doc="[A-Za-z0-9._-]+ (no MQTT wildcards or levels)"),
     Setting("mqtt", "topic_prefix", "str", "glucotwin", "first topic level(s)",
             pattern=r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", pattern_doc="levels of [A-Za-z0-9._-] separated by /"),
+    Setting("mqtt", "whatif_key_file", "str", "", "file holding the hex HMAC key (>= 16 bytes) that signs what-if "
+            "questions on <prefix>/<subject>/whatif/request (controller/loop/whatif_service.py); empty = no what-if "
+            "service"),
     # --- [sensor] ------------------------------------------------------------------------------------------
     Setting("sensor", "transport", "choice", "mqtt", "where CGM readings come from",
             choices=("mqtt", "serial", "nightscout")),
