@@ -33,7 +33,9 @@ The answers are computed in the service's own thread on a *copy* of the
 policy the runtime hands over after each cycle (:meth:`WhatIfService.update`),
 so a question never waits for a cycle, a cycle never waits for a question,
 and nothing the what-if does can touch the live policy or the pump (this
-module imports no pump port; tested).
+module imports no pump port; tested). The two still share the CPU: the
+service computes at most one question per :data:`MIN_GAP_S`, and ``glucotwin
+bench`` measures what a flood of questions costs the cycle.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import hmac
 import json
 import queue
 import threading
+import time
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -54,6 +57,10 @@ from twin.whatif import Bolus, Meal, TempBasal
 
 MAX_SKEW_S = 300.0
 MAX_QUEUED = 2
+MIN_GAP_S = 1.0
+"""At most one question computed per this many seconds: the service shares the CPU (and Python's
+interpreter lock) with the control cycle, and a flood of questions must not slow it down much
+(``glucotwin bench``: ``whatif_cycle_ratio``)."""
 MIN_KEY_BYTES = 16
 NONCES_KEPT = 1024
 
@@ -202,6 +209,7 @@ class WhatIfService:
                 self._answer(topic, correlation, {"error": f"refused: {exc}"})
                 continue
             self._answer(topic, correlation, answer.to_dict())
+            time.sleep(MIN_GAP_S)
 
     def close(self) -> None:
         try:

@@ -78,6 +78,10 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
 
     out.update(learn_figures(days=3.0 if quick else 14.0))
 
+    from sim.bench.whatif_speed import whatif_figures
+
+    out.update(whatif_figures(repeats=3 if quick else 10))
+
     from sim.bench.live_footprint import loop_footprint, startup
 
     out.update(startup())
@@ -120,6 +124,7 @@ GOALS = {
     "loop_rss_mb": ("<=", 120.0),
     "startup_s": ("<=", 1.0),
     "learn_s": ("<=", 60.0),  # 14 days here; a Pi 4 core is 3-4x slower: a few minutes there
+    "whatif_ms_p50": ("<=", 50.0),  # one closed-loop question, 6 h (issue 19)
 }
 
 
@@ -160,6 +165,13 @@ def format_bench(result: dict[str, Any]) -> str:
                          result["learn_sensitivity_true"], result["learn_absorption_fitted"],
                          result["learn_absorption_true"], result["learn_rmse_6h_profile_mg_dl"],
                          result["learn_rmse_6h_mg_dl"]))
+    if "whatif_ms_p50" in result:
+        lines.append("what-if, closed loop, 6 h: {:.0f} / {:.0f} ms (p50 / p99), re-planning every cycle {:.0f} ms; "
+                     "control cycle p50 {:.2f} ms quiet, {:.2f} ms while questions are answered (ratio {:.2f}, "
+                     "{} answered)".format(
+                         result["whatif_ms_p50"], result["whatif_ms_p99"], result["whatif_ms_p50_every_cycle"],
+                         result["whatif_cycle_ms_p50_quiet"], result["whatif_cycle_ms_p50_busy"],
+                         result["whatif_cycle_ratio"], result["whatif_answered_during_cycles"]))
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")
