@@ -29,6 +29,11 @@ def format_learned(learned: LearnedTwin, source: str) -> str:
               f"  basal, U/h                                       {p.basal_u_per_h:7.3f}      {t.basal_u_per_h:7.3f}",
               f"  ISF, mg/dL per U (00-06 / 06-12 / 12-18 / 18-24) {p.isf_mg_dl_per_u[0]:7.1f}      {isf}",
               f"  CR, g per U                                      {p.cr_g_per_u:7.2f}      {t.cr_g_per_u:7.2f}"]
+    kept = {n: math.exp(v) for n, v in learned.dosing_theta.items() if v != 0.0}
+    lines += ["", "the loop doses on the fit only where it lowers insulin (twin.learning.trust): "
+              + (", ".join(f"{n} x{v:.2f}" for n, v in kept.items()) if kept else
+                 "nothing here lowers it, so it doses on the profile's twin")
+              + "; forecasts (replay --twin) use the whole fit"]
     if learned.habits:
         lines += ["", "usual meals: " + "; ".join(
             f"{d['time']} ±{d['spread_min'] / 2:.0f} min, {d['grams']:.0f} g, {d['per_day']:.1f}/day"
