@@ -85,3 +85,28 @@ def test_whatif_check_smoke_scores_branches_of_a_real_simglucose_run(tmp_path, c
     k = summary["all"]["by_kind"]["all"]
     assert k["n"] == 3 and all(k[f"rmse_{h}"]["closed_loop_with"] > 0 for h in (30, 60, 120, 240))
     assert "effect of the action" in capsys.readouterr().out
+
+
+def test_whatif_at_any_moment_of_a_trial_rebuilds_the_loop_that_ran(tmp_path, capsys):
+    """A real simglucose trial of glucotwin's controller; the loop rebuilt from its trace decides its doses again."""
+    out = tmp_path / "trial"
+    assert main(["trial", "--patients", "adult#002", "--days", "0.15", "--quiet", "--no-report", "--workers", "1",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["whatif", "--trace", str(out / "adult#002.csv"), "--when", "2025-01-01T02:00:00", "--bolus", "1",
+                 "--out", str(tmp_path / "ask")]) == 0
+    text = capsys.readouterr().out
+    assert "twin at 2025-01-01 02:00" in text and "bolus 1 U now" in text
+    data = json.loads((tmp_path / "ask.json").read_text())
+    assert data["open_loop"]["with"]["min_mg_dl"] < data["open_loop"]["without"]["min_mg_dl"]
+    # a trace the rebuilt loop would not have written is refused, not answered
+    csv = (out / "adult#002.csv").read_text().splitlines()
+    head, rows = csv[0], csv[1:]
+    cols = head.split(",")
+    i = cols.index("bolus_u")
+    cells = rows[5].split(",")
+    cells[i] = "9.0"
+    rows[5] = ",".join(cells)
+    (out / "adult#002.csv").write_text("\n".join([head] + rows) + "\n")
+    assert main(["whatif", "--trace", str(out / "adult#002.csv"), "--carbs", "20", "--out", str(tmp_path / "x")]) == 2
+    assert "another version of glucotwin" in capsys.readouterr().err

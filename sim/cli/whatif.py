@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--journal", type=Path, default=None, metavar="FILE",
                    help="the loop's SQLite journal (default: the [loop] journal of --config)")
+    p.add_argument("--trace", type=Path, default=None, metavar="CSV",
+                   help="instead of a journal: a glucotwin trial trace (controller mpc); with --when, any moment of it")
     p.add_argument("--config", type=Path, default=None, metavar="loop.toml",
                    help="the loop's config (profile, twin, limits); default: loop.toml beside the journal, or "
                         "the glucotwin hil layout's <name>.hil/loop.toml")
@@ -118,10 +120,23 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     from controller.loop.journal import Journal
     from controller.loop.journal_policy import policy_from_journal
     from controller.twin_policy import TwinMPCPolicy
-    from controller.whatif import closed_loop
 
+    until = None
+    if args.when is not None:
+        try:
+            until = datetime.fromisoformat(args.when)
+        except ValueError:
+            raise CliError(f"--when {args.when!r}: expected an ISO date-time") from None
+    if args.trace is not None:
+        from sim.whatif.trace_policy import policy_at
+
+        try:
+            policy, who = policy_at(args.trace, until)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        return _answer(args, policy, who)
     if args.journal is None and args.config is None:
-        raise CliError("give --journal FILE or --config loop.toml")
+        raise CliError("give --journal FILE, --config loop.toml or --trace CSV")
     config_path = args.config or find_config(args.journal)
     if config_path is None:
         raise CliError(f"no loop config found beside {args.journal}; give --config loop.toml")
@@ -133,17 +148,20 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     journal_path = args.journal or config.journal_path
     if not Path(journal_path).exists():
         raise CliError(f"{journal_path}: no such journal")
-    until = None
-    if args.when is not None:
-        try:
-            until = datetime.fromisoformat(args.when)
-        except ValueError:
-            raise CliError(f"--when {args.when!r}: expected an ISO date-time") from None
     policy = TwinMPCPolicy(twin, limits=config.limits)
     with Journal(journal_path, read_only=True) as journal:
         last = policy_from_journal(policy, journal, config.loop.replay_hours, until)
     if last is None or policy.estimator is None or policy.estimator.readings_accepted == 0:
         raise CliError(f"{journal_path}: no decision with an accepted CGM reading to start from")
+    est = policy.estimator
+    who = (f"{config.profile.name}, twin at {est.time:%Y-%m-%d %H:%M %Z} (BG {est.glucose_mg_dl:.0f} mg/dL, "
+           f"IOB {policy.supervisor.iob_u(est.time):.2f} U)")
+    return _answer(args, policy, who)
+
+
+def _answer(args: argparse.Namespace, policy, who: str) -> int:
+    from controller.whatif import closed_loop
+
     acts = _actions(args, policy.estimator.time)
     horizon = round(args.horizon / 5.0) * 5.0
     try:
@@ -152,9 +170,6 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     from sim.whatif.present import table, write_outputs
 
-    est = policy.estimator
-    who = (f"{config.profile.name}, twin at {est.time:%Y-%m-%d %H:%M %Z} (BG {est.glucose_mg_dl:.0f} mg/dL, "
-           f"IOB {policy.supervisor.iob_u(est.time):.2f} U)")
     print(table(answer, who))
     paths = write_outputs(answer, args.out, who)
     print("wrote " + ", ".join(str(p) for p in paths))
