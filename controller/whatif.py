@@ -19,7 +19,10 @@ How, in one batch of model runs rather than one per cycle:
 2. every cycle the MPC sees ``nominal`` plus the shifted responses of the
    insulin it gave above (or below) the programmed basal in earlier cycles:
    the twin's future linearized around the branch (superposition, as the MPC
-   itself plans). The MPC, the meal bolus (on a copy of the estimator with
+   itself plans). A meal the loop is not told of (``announced=False``, and
+   every meal in FCL) is seen only as far as it has raised glucose by that
+   cycle, held flat ahead, as the loop's estimator sees an unexplained rise:
+   the loop cannot answer a rise it has not seen. The MPC, the meal bolus (on a copy of the estimator with
    the meal announced) and the supervisor copy decide as in a live cycle,
    with the twin's glucose as the reading. The MPC is solved every
    ``resolve_min`` (15 min by default, every cycle with 5); between solves
@@ -137,8 +140,11 @@ def closed_loop(policy: TwinMPCPolicy, actions: Sequence[Action], horizon_min: f
     dosed = [Inputs(b.insulin_u_per_min.copy(), b.carbs_g, b.absorption_scale) for b in plain]
     for d in dosed:
         d.insulin_u_per_min[0] += 1.0 / STEP_MIN
-    mean, _ = ensemble(est, plain + dosed, STEP_MIN, spread=False)
-    runs = [_run_branch(policy, acts, plain[i], mean[i], mean[2 + i] - mean[i], basal, steps, resolve_min)
+    # what the loop can see coming: not the meals nobody tells it of
+    visible = branch_inputs([a for a in actions if not (isinstance(a, Meal) and not a.announced)], running, STEP_MIN)
+    mean, _ = ensemble(est, plain + dosed + [visible], STEP_MIN, spread=False)
+    hidden = [np.zeros(total + 1), mean[1] - mean[4]]  # the unannounced meals' effect on the branch
+    runs = [_run_branch(policy, acts, plain[i], mean[i], mean[2 + i] - mean[i], basal, steps, resolve_min, hidden[i])
             for i, acts in enumerate(((), tuple(actions)))]
     # one nonlinear batch for the answer: the closed-loop branches and the open-loop ones
     loop_inputs = [Inputs(r[0], p.carbs_g[:steps], p.absorption_scale) for r, p in zip(runs, plain)]
@@ -154,7 +160,7 @@ def closed_loop(policy: TwinMPCPolicy, actions: Sequence[Action], horizon_min: f
 
 def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inputs, nominal: np.ndarray,
                 response: np.ndarray, basal: np.ndarray, steps: int,
-                resolve_min: float) -> tuple[np.ndarray, float, float, str]:
+                resolve_min: float, hidden: np.ndarray) -> tuple[np.ndarray, float, float, str]:
     """The loop's decisions over one branch's linearized future: (insulin U/min per step, bolus U, basal U, reason)."""
     est = policy.estimator
     supervisor = copy.deepcopy(policy.supervisor)
@@ -200,7 +206,10 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
                                            profile.target_mg_dl, profile.carb_ratio_g_per_u,
                                            profile.correction_factor_mg_dl_per_u, scheduled, policy.settings.meal_bolus)
         if meal_bolus is not None or since_solve >= every or plan_rate is None:
-            future = _LinearFuture(glucose[k:], response)
+            # an unannounced meal: the loop sees what it has done so far, held (as its estimator's
+            # disturbance would), not the rise still to come
+            view = glucose[k:] - hidden[k:] + hidden[k]
+            future = _LinearFuture(view, response)
             result = policy.mpc.solve(future, STEP_MIN, scheduled, max_basal, limits.max_bolus_u,
                                       min_bolus_u=meal_bolus.bolus_u if meal_bolus is not None else 0.0)
             reason = result.status if meal_bolus is None else f"{meal_bolus.reason}; {result.status}"
