@@ -167,11 +167,13 @@ def format_bench(result: dict[str, Any]) -> str:
                          result["learn_rmse_6h_mg_dl"]))
     if "whatif_ms_p50" in result:
         lines.append("what-if, closed loop, 6 h: {:.0f} / {:.0f} ms (p50 / p99), re-planning every cycle {:.0f} ms; "
-                     "control cycle p50 {:.2f} ms quiet, {:.2f} ms while questions are answered (ratio {:.2f}, "
-                     "{} answered)".format(
+                     "control cycle p50 / p99 {:.2f} / {:.2f} ms quiet, {:.2f} / {:.2f} ms while questions are answered "
+                     "(ratios {:.2f} / {:.2f}, {} answered)".format(
                          result["whatif_ms_p50"], result["whatif_ms_p99"], result["whatif_ms_p50_every_cycle"],
-                         result["whatif_cycle_ms_p50_quiet"], result["whatif_cycle_ms_p50_busy"],
-                         result["whatif_cycle_ratio"], result["whatif_answered_during_cycles"]))
+                         result["whatif_cycle_ms_p50_quiet"], result["whatif_cycle_ms_p99_quiet"],
+                         result["whatif_cycle_ms_p50_busy"], result["whatif_cycle_ms_p99_busy"],
+                         result["whatif_cycle_ratio"], result["whatif_cycle_ratio_p99"],
+                         result["whatif_answered_during_cycles"]))
     lines.append(f"worst twin patient: {result['twin_rmse_worst_patient']}; "
                  f"twin {result['twin_patient_days_per_s']:.0f} vs simglucose "
                  f"{result['simglucose_patient_days_per_s']:.2f} patient-days/s")
