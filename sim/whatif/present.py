@@ -22,13 +22,12 @@ def _row(label: str, b: Branch, extra: str = "") -> str:
 
 
 def table(answer: WhatIfAnswer, who: str = "") -> str:
-    head = " ".join(f"{h:>5d}" for h in TABLE_HORIZONS_MIN)
+    head = " ".join(f"{f'+{h}m':>5s}" for h in TABLE_HORIZONS_MIN)
     lw, lo = answer.loop_with, answer.loop_without
     lines = [
         f"what-if{' for ' + who if who else ''}: {answer.question}  (twin at {answer.issued_at}, "
         f"{answer.horizon_min / 60:g} h, glucose in mg/dL)",
         f"{'':22s} {head}  lowest highest  <70 min  >180 min  insulin U",
-        f"{'':22s} {'(minutes from now)':^29s}",
         _row("open loop, without", answer.open_without),
         _row("open loop, with", answer.open_with),
         _row("closed loop, without", lo.branch),
