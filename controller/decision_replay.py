@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.advice import AdviceSettings
 from controller.decision_record import FORMAT, restore_estimator, restore_supervisor, twin_from_dict
 from controller.meal_bolus import MealBolusSettings
 from controller.mpc import MPCSettings
@@ -23,9 +24,11 @@ def replay(record: dict[str, Any]) -> Dose:
         raise ValueError(f"not a decision record of format {FORMAT}")
     twin = twin_from_dict(record["twin"])
     meal = record["settings"].get("meal_bolus")  # absent in records written before the meal bolus
+    advice = record["settings"].get("advice")  # absent in records written before the advice
     settings = ControlSettings(estimator=EstimatorSettings(**record["settings"]["estimator"]),
                                mpc=MPCSettings(**record["settings"]["mpc"]),
-                               meal_bolus=MealBolusSettings(**meal) if meal is not None else None)
+                               meal_bolus=MealBolusSettings(**meal) if meal is not None else None,
+                               advice=AdviceSettings(**advice) if advice is not None else None)
     limits = SafetyLimits(**record["settings"]["limits"])
     policy = TwinMPCPolicy(twin, settings, limits)
     if record["estimator_before"] is not None:

@@ -6,7 +6,10 @@
    estimator (gated; a rejection is recorded) and the supervisor's history;
 2. the MPC proposes a temporary basal for the cycle and a bolus;
 3. the supervisor bounds the proposal and says why it changed it;
-4. the dose given is fed back to the twin and to the supervisor's IOB.
+4. the advice to the person (:mod:`controller.advice`: carbs for a low suspension cannot
+   prevent, a high the limits will not let it treat, an unexplained rise) is added to the
+   dose's diagnostics; it is computed after the dose and never changes it;
+5. the dose given is fed back to the twin and to the supervisor's IOB.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from controller.advice import AdviceSettings, Advisor, CycleFacts, binding_cap
 from controller.decision_record import build_record, estimator_state, supervisor_state
 from controller.meal_bolus import MealBolusSettings, decide_meal_bolus
 from controller.mpc import MPCSettings, ZoneMPC
@@ -38,6 +42,8 @@ class ControlSettings:
         instead of integrating the gap: after 12 h no meal or bolus the twin knew
         is still acting, and a reading dated a year ahead must not cost a year of
         integration.
+    advice: thresholds of the advice to the person (:mod:`controller.advice`); None: no advice.
+        Advice never changes a dose (a property test checks).
     """
 
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
@@ -45,6 +51,7 @@ class ControlSettings:
     meal_bolus: MealBolusSettings | None = field(default_factory=MealBolusSettings)
     pump_increment_u: float = 0.001
     max_twin_gap_min: float = 720.0
+    advice: AdviceSettings | None = field(default_factory=AdviceSettings)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.pump_increment_u) and 0.0 < self.pump_increment_u <= 0.1):
@@ -76,6 +83,7 @@ class TwinMPCPolicy:
     def reset(self) -> None:
         self.estimator: TwinEstimator | None = None
         self.supervisor = SafetySupervisor(self.profile, self.limits)
+        self.advisor = Advisor(self.settings.advice) if self.settings.advice is not None else None
         self.last_cycle_ms = float("nan")
         self._insulin_before_twin = False  # pump-history insulin booked before the twin existed
 
@@ -162,6 +170,7 @@ class TwinMPCPolicy:
         inc = self.settings.pump_increment_u
         dose = Dose(floor_to_increment(safe.dose.basal_u_per_h, inc), floor_to_increment(safe.dose.bolus_u, inc),
                     safe.dose.reason)
+        advice = self._advise(inp, est, safe, proposal, max_basal, dose)  # never feeds the dose
         if assume_delivered:
             self.record_delivery(inp.time, dose.basal_u_per_h, inp.cycle_min, dose.bolus_u)
         self.last_cycle_ms = (time.perf_counter() - tic) * 1000.0
@@ -180,12 +189,30 @@ class TwinMPCPolicy:
             "correction_share": self.supervisor.correction_learner.share,
             "safety": "; ".join(a.rule for a in safe.adjustments),
             "cycle_ms": self.last_cycle_ms,
+            "advice": advice,
         }
         reason = safe.reason
         if restarted:
             diagnostics["twin_restart"] = restarted
             reason = f"{reason}; {restarted}"
         return Dose(dose.basal_u_per_h, dose.bolus_u, reason, diagnostics=diagnostics)
+
+
+    def _advise(self, inp: ControlInput, est: TwinEstimator, safe: Any, proposal: Dose, max_basal: float,
+                dose: Dose) -> dict[str, Any] | None:
+        """This cycle's advice as plain data (None: none), from the dose already decided; a failure
+        is reported in the advice, never raised into the cycle."""
+        if self.advisor is None or est.readings_accepted == 0:
+            return None
+        try:
+            cap = binding_cap([a.rule for a in safe.adjustments], proposal.basal_u_per_h, proposal.bolus_u,
+                              max_basal, self.limits.max_bolus_u)
+            facts = CycleFacts(inp.time, inp.cgm_mg_dl, safe.iob_u, self.profile.correction_factor_mg_dl_per_u,
+                               dose.basal_u_per_h, dose.bolus_u, cap)
+            advice = self.advisor.cycle(est, facts, inp.announced_carbs_g)
+        except Exception as exc:  # noqa: BLE001 - advice is never worth a cycle
+            return {"kind": None, "error": f"advice failed: {type(exc).__name__}: {exc}"}
+        return None if advice is None else advice.to_dict()
 
 
 def _explain(result: Any, scheduled: float) -> str:

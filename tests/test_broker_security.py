@@ -431,7 +431,7 @@ def test_a_last_will_on_another_clients_status_is_not_published(rig: Rig) -> Non
 # else in TOPICS, and every topic of TOPICS under glucotwin/bob/, is refused.
 WRITES = {
     user("sensor"): {"cgm", "status/sensor-alice"},
-    user("loop"): {"pump/pump-1/cmd", "pump/pump-2/cmd", "loop/cycle", "status/loop-alice"},
+    user("loop"): {"pump/pump-1/cmd", "pump/pump-2/cmd", "loop/cycle", "loop/advice", "status/loop-alice"},
     user("pump"): {"pump/pump-1/reply", "status/pump-alice"},
     user("app"): {"treatments", "status/app-alice"},
     user("dashboard"): {"status/dashboard-alice"},
@@ -442,8 +442,8 @@ READS = {
     user("sensor"): set(),
     user("loop"): {"cgm", "treatments", "pump/pump-1/reply"} | {f"status/{u}" for u in WRITES},
     user("pump"): {"pump/pump-1/cmd"},
-    user("app"): {"cgm", "loop/cycle"} | {f"status/{u}" for u in WRITES},
-    user("dashboard"): {"cgm", "loop/cycle"} | {f"status/{u}" for u in WRITES},
+    user("app"): {"cgm", "loop/cycle", "loop/advice"} | {f"status/{u}" for u in WRITES},
+    user("dashboard"): {"cgm", "loop/cycle", "loop/advice"} | {f"status/{u}" for u in WRITES},
 }
 TOPICS = sorted({t for ts in WRITES.values() for t in ts} | {"pump/pump-2/reply", "hil/clock"})
 

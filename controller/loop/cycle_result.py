@@ -36,7 +36,14 @@ class CycleResult:
         return (f"{self.time:%Y-%m-%d %H:%M} #{self.cycle:<5d} BG {g} mg/dL {self.trend_mg_dl_per_min:+5.1f}/min "
                 f"fc30 {f30} fc60 {f60} | basal {self.delivered_basal_u_per_h:5.2f} U/h "
                 f"bolus {self.delivered_bolus_u:4.2f} U IOB {self.iob_u:5.2f} U pump {pump} | "
-                + (f"{self.degraded} | " if self.degraded else "") + self.dose.reason)
+                + (f"{self.degraded} | " if self.degraded else "") + self.dose.reason + self._advice_note())
+
+    def _advice_note(self) -> str:
+        """The advice standing this cycle (:mod:`controller.advice`), for the person reading the line."""
+        advice = self.dose.diagnostics.get("advice")
+        if not isinstance(advice, dict) or not advice.get("kind"):
+            return ""
+        return f" | ADVICE{' (new)' if advice.get('new') else ''}: {advice.get('message', '')}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"cycle": self.cycle, "time": self.time.isoformat(), "glucose_mg_dl": self.glucose_mg_dl,

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "what a perfect meal detector could do); off-protocol check")
     p.add_argument("--scale", action="append", default=[], metavar="PARAM=FACTOR",
                    help="multiply a simulator parameter (e.g. Vmx=1.4; repeatable); the controller is not told")
+    p.add_argument("--follow-advice", action="store_true",
+                   help="the virtual patient eats the rescue carbs of each new advice of the loop when it is given, "
+                        "without telling the controller (it sees only the CGM); for validating the advice")
     p.add_argument("--twin", type=Path, default=None, metavar="DIR",
                    help="mpc only: use the twin learned for each patient, DIR/<patient>.json from glucotwin learn "
                         "(default: the twin personalized from the clinical profile)")
@@ -109,7 +112,7 @@ def _cmd_trial(args: argparse.Namespace) -> int:
         protocol = TrialProtocol(arm=args.arm, days=args.days, seed_offset=args.seed_offset, sensor=args.sensor,
                                  carb_announcement_factor=1.0 + args.carb_error / 100.0,
                                  meal_delay_min=args.meal_delay,
-                                 physiology_scale=tuple(scale))
+                                 physiology_scale=tuple(scale), follow_advice=args.follow_advice)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     label = controller

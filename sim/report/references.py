@@ -19,7 +19,7 @@ from typing import Any
 from sim.report.html_page import _esc, _num
 
 PUBLIC = {"days": 3.0, "seed_offset": 0, "sensor": "Dexcom", "carb_announcement_factor": 1.0,
-          "meal_delay_min": 0.0, "physiology_scale": {}}
+          "meal_delay_min": 0.0, "physiology_scale": {}, "follow_advice": False}
 """The protocol the reference tables were measured on (besides the arm)."""
 
 COLUMNS = ("tir", "below_70", "below_54")

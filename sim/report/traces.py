@@ -13,7 +13,7 @@ import numpy as np
 from sim.report.figures import _figure_class, _panel_grid, _png
 from sim.report.ranges import TARGET_MG_DL
 from sim.report.trial_run import TrialRun
-from sim.trial.trace import Trace
+from sim.trial.trace import Trace, advice_events
 
 TRACE_GRID_MAX = 36  # small multiples drawn; more patients are listed, not drawn
 
@@ -37,8 +37,13 @@ def _trace_hours(trace: Trace, t0: datetime) -> np.ndarray:
 
 
 def _meals(trace: Trace) -> list[tuple[int, float]]:
-    """Meals as (first sample index, grams): consecutive samples with carbs are one meal."""
+    """Meals as (first sample index, grams): consecutive samples with carbs are one meal. Rescue
+    carbs eaten on advice (``rescue_carbs_g``, follow-advice trials) are not meals: they are drawn
+    with the advice."""
     carbs = np.nan_to_num(trace.carbs_g)
+    rescue = _to_float_column(trace.diagnostics["rescue_carbs_g"]) if "rescue_carbs_g" in trace.diagnostics else None
+    if rescue is not None:
+        carbs = _without_rescue(carbs, np.nan_to_num(rescue))
     meals: list[tuple[int, float]] = []
     i = 0
     while i < len(carbs):
@@ -51,6 +56,42 @@ def _meals(trace: Trace) -> list[tuple[int, float]]:
         else:
             i += 1
     return meals
+
+
+def _without_rescue(carbs: np.ndarray, rescue: np.ndarray) -> np.ndarray:
+    """Carbs per sample minus the rescue grams eaten from each advice row on (eaten at 5 g/min,
+    so a rescue may spread over the next samples)."""
+    out = carbs.astype(float).copy()
+    for i in np.nonzero(rescue > 0)[0]:
+        left = float(rescue[i])
+        j = int(i)
+        while left > 1e-9 and j < len(out):
+            take = min(left, out[j])
+            out[j] -= take
+            left -= take
+            j += 1
+    out[np.abs(out) < 1e-9] = 0.0
+    return out
+
+
+_ADVICE_STYLE = {"carbs": ("v", "#2e7d32", "advice: carbs"), "high": ("s", "#d32f2f", "advice: high, limits bind"),
+                 "site_check": ("X", "#8e24aa", "advice: check site")}
+
+
+def _draw_advice(ax, trace: Trace, hours: np.ndarray, top: float, detail: bool) -> None:
+    """New advice as markers near the top of the glucose axis (grams of carb advice in detail)."""
+    events = advice_events(trace)
+    for kind, (marker, color, label) in _ADVICE_STYLE.items():
+        rows = [(i, g) for i, k, g in events if k == kind]
+        if not rows:
+            continue
+        xs = [hours[i] for i, _ in rows]
+        y = 0.93 * top
+        ax.scatter(xs, [y] * len(xs), marker=marker, s=30 if detail else 12, color=color, zorder=6, label=label)
+        if detail and kind == "carbs":
+            for (i, g), x in zip(rows, xs):
+                ax.annotate(f"{g:.0f} g", (x, y), xytext=(0, -10), textcoords="offset points", ha="center",
+                            fontsize=6, color=color)
 
 
 _FORECAST_COLUMN = re.compile(r"^forecast_(\d+(?:\.\d+)?)_mg_dl$")
@@ -95,6 +136,7 @@ def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool) -> None:
             for (i, grams), x in zip(meals, xs):
                 ax.annotate(f"{grams:.0f} g", (x, 0.05 * top), xytext=(0, 6), textcoords="offset points",
                             ha="center", fontsize=7, color="#a0521a")
+    _draw_advice(ax, trace, hours, top, detail)
     ax2 = ax.twinx()
     basal = _to_float_column(trace.diagnostics["basal_u_per_h"]) if "basal_u_per_h" in trace.diagnostics else None
     bolus = _to_float_column(trace.diagnostics["bolus_u"]) if "bolus_u" in trace.diagnostics else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from sim.report.advice import advice_section, has_advice
 from sim.report.agp import AGP_BIN_MIN, AGP_WINDOW_MIN, _fig_agp
 from sim.report.compare import _compare_section
 from sim.report.html_page import _esc, _img, _kv_table, _num, _page
@@ -115,7 +116,9 @@ def _traces_section(run: TrialRun, drawn: Sequence[str]) -> list[str]:
         parts.append(f'<p class="note">Only the first {len(shown)} of {len(drawn)} patients are drawn.</p>')
     twin = sorted({name for p in shown for name, _, _ in _twin_columns(run.traces[p])})
     parts.append(
-        '<p class="note">Black: true BG; blue: CGM; orange triangles: meals (grams in the detail view); purple, '
+        '<p class="note">Black: true BG; blue: CGM; orange triangles: meals (grams in the detail view); markers at '
+        "the top: new advice (green: eat carbs, grams in the detail view; red: a high the limits will not treat; "
+        "violet: check the infusion site); purple, "
         "right axis: insulin (basal U/h as a step and bolus U as bars when the controller reports them, "
         "otherwise insulin delivered per sample). x: hours since the start; grey lines: days."
         + (f" Twin columns: {_esc(', '.join(twin))} (dashed: estimate; dotted: forecasts drawn at their target time)."
@@ -138,6 +141,9 @@ def trial_report_html(run: TrialRun, compare: Sequence[TrialRun] = ()) -> str:
     learning = load_learning(run.directory)
     if learning:
         nav.append(("learned", "Learned twins"))
+    advice = has_advice(run)
+    if advice:
+        nav.append(("advice", "Advice"))
     if compare:
         nav.append(("compare", "Comparison"))
     drawn = [p for p in run.patients if p in run.traces]
@@ -150,6 +156,8 @@ def trial_report_html(run: TrialRun, compare: Sequence[TrialRun] = ()) -> str:
     if learning:
         parts.append(learned_section(learning))
     parts += _traces_section(run, drawn)
+    if advice:
+        parts.append(advice_section(run))
     if compare:
         parts.append(_compare_section(runs))
     sources = ", ".join(str(r.directory) for r in runs)

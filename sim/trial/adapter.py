@@ -42,6 +42,14 @@ def rate_per_min_to_amount(rate_per_min: float, sample_min: float) -> float:
     return rate_per_min * sample_min
 
 
+def advice_columns(advice: dict[str, Any] | None) -> dict[str, Any]:
+    """A cycle's advice as flat trace columns (empty when there is none)."""
+    a = advice if isinstance(advice, dict) else {}
+    return {"advice_kind": a.get("kind") or "", "advice_carbs_g": a.get("carbs_g") if a.get("kind") == "carbs" else None,
+            "advice_by_min": a.get("by_min"), "advice_new": bool(a.get("new")) if a.get("kind") else None,
+            "advice_reason": a.get("reason") or a.get("error") or ""}
+
+
 class PolicyController(Controller):
     """A glucotwin :class:`~controller.policy.Policy` as a simglucose ``Controller``.
 
@@ -80,7 +88,17 @@ class PolicyController(Controller):
             "reason": self.last_dose.reason,
         }
         row.update(self.last_dose.diagnostics)
+        advice = row.pop("advice", None)
+        if "advice" in self.last_dose.diagnostics:  # glucotwin's policy: advice columns on every row
+            row.update(advice_columns(advice))
         return row
+
+    def advice(self) -> dict[str, Any] | None:
+        """The latest decision's advice (:mod:`controller.advice`, as a dict), or None."""
+        if self.last_dose is None:
+            return None
+        advice = self.last_dose.diagnostics.get("advice")
+        return advice if isinstance(advice, dict) and advice.get("kind") else None
 
     def reset(self) -> None:
         self._policy.reset()

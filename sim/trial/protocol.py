@@ -37,6 +37,8 @@ class TrialProtocol:
         many minutes after the meal starts (0: at meal time, the protocol).
     physiology_scale: multipliers of simulator parameters, e.g.
         ``(("Vmx", 1.4), ("kp3", 1.4))``; the controller's clinical profile is unchanged.
+    follow_advice: the virtual patient eats the rescue carbs of each new carbohydrate advice
+        when it is given, without telling the controller (:mod:`sim.trial.rescue`).
     """
 
     arm: str = "hcl"
@@ -48,6 +50,7 @@ class TrialProtocol:
     carb_announcement_factor: float = 1.0
     meal_delay_min: float = 0.0
     physiology_scale: tuple[tuple[str, float], ...] = ()
+    follow_advice: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.carb_announcement_factor, (int, float))
@@ -61,6 +64,8 @@ class TrialProtocol:
                     and isinstance(item[1], (int, float)) and math.isfinite(item[1]) and 0 < item[1] <= 10):
                 raise ValueError(f"physiology scale must be (parameter, factor) with a parameter among "
                                  f"{', '.join(SCALABLE_PARAMETERS)} and 0 < factor <= 10, got {item!r}")
+        if not isinstance(self.follow_advice, bool):
+            raise ValueError(f"follow_advice must be True or False, got {self.follow_advice!r}")
         if self.arm not in ARMS:
             raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
         if not (isinstance(self.days, (int, float)) and math.isfinite(self.days) and 0 < self.days <= 366):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from sim.trial.baselines import ControllerFactory, controller_factory
 from sim.trial.meal_info import MealInformation
 from sim.engine import Engine, default_workers, resolve_engine  # noqa: F401 (default_workers: re-exported)
 from sim.trial.protocol import TrialProtocol
+from sim.trial.rescue import RescueScenario
 from sim.trial.simglucose_env import make_env
 from sim.trial.trace import Trace
 
@@ -51,8 +53,13 @@ def simulate_patient(
     controller: str | ControllerFactory,
     protocol: TrialProtocol,
     progress: ProgressCallback | None = None,
+    rescue_probe: Callable[..., None] | None = None,
 ) -> PatientRun:
-    """Run one virtual patient under ``protocol`` with a freshly built controller."""
+    """Run one virtual patient under ``protocol`` with a freshly built controller.
+
+    ``rescue_probe`` (validation only, with ``protocol.follow_advice``) is called as
+    ``rescue_probe(env, ctrl, meals, action, advice)`` at each new carbohydrate advice, before
+    the patient eats it: a counterfactual may copy the run from there (:mod:`sim.trial.rescue`)."""
     tic = time.perf_counter()
     seed = protocol.seed_for(patient)
     env = make_env(patient, seed, protocol.start, protocol.sensor, protocol.pump,
@@ -63,6 +70,10 @@ def simulate_patient(
     if attach_env is not None:
         attach_env(env)
 
+    rescue = None
+    if protocol.follow_advice:
+        rescue = env.scenario = RescueScenario(env.scenario)
+    advice_of = getattr(ctrl, "advice", None)
     ctrl.reset()
     obs, reward, done, info = env.reset()
     end = protocol.start + protocol.duration
@@ -70,9 +81,21 @@ def simulate_patient(
     pending_min = 0.0
     meals = MealInformation(protocol.meal_announcement, protocol.carb_announcement_factor, protocol.meal_delay_min)
     while env.time < end:
-        info = dict(info, meal=meals.announced_g_per_min(info["time"], info.get("meal", 0.0), env.sample_time))
+        meal = float(info.get("meal", 0.0) or 0.0)
+        if rescue is not None and "time" in info:  # eaten, never announced: out of the meal information
+            step_start = info["time"] - timedelta(minutes=env.sample_time)
+            meal = max(meal - rescue.rescue_g(step_start, env.sample_time) / env.sample_time, 0.0)
+        info = dict(info, meal=meals.announced_g_per_min(info["time"], meal, env.sample_time))
         action = ctrl.policy(obs, reward, done, **info)
-        diag_rows.append(diagnostics_of() if diagnostics_of else {})
+        row = diagnostics_of() if diagnostics_of else {}
+        if rescue is not None:
+            advice = advice_of() if advice_of else None
+            grams = float(advice["carbs_g"]) if advice and advice.get("kind") == "carbs" and advice.get("new") else 0.0
+            if grams > 0 and rescue_probe is not None:
+                rescue_probe(env, ctrl, meals, action, advice)
+            rescue.eat(env.time, grams)
+            row = dict(row, rescue_carbs_g=grams)
+        diag_rows.append(row)
         obs, reward, done, info = env.step(action)
         pending_min += env.sample_time
         if progress and pending_min >= _PROGRESS_EVERY_MIN:

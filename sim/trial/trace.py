@@ -95,3 +95,16 @@ def read_trace_csv(path: Path, patient: str | None = None) -> Trace:
         insulin_u=np.array([_float_or_nan(v) for v in cols[4]]),
         diagnostics=diag,
     )
+
+
+def advice_events(trace: Trace) -> list[tuple[int, str, float]]:
+    """New advice on a trace (glucotwin's ``advice_*`` columns, :mod:`sim.trial.adapter`): (row, kind, grams) for each row whose ``advice_new`` is true."""
+    new = trace.diagnostics.get("advice_new") or []
+    kinds = trace.diagnostics.get("advice_kind") or [""] * len(new)
+    grams = trace.diagnostics.get("advice_carbs_g") or [""] * len(new)
+    out = []
+    for i, flag in enumerate(new):
+        if str(flag) == "True":
+            g = grams[i]
+            out.append((i, str(kinds[i]), float(g) if g not in ("", None) else 0.0))
+    return out

@@ -31,6 +31,10 @@ What is uploaded, and when (one rule each):
       is uploaded at its own time as a ``Carb Correction`` with a ``notes``
       saying the loop did not use it.
 
+    - Advice to the person (:mod:`controller.advice`) that is new this cycle (its
+      first cycle, then again every ``repeat_min`` while it stands, never every cycle) is an
+      ``Announcement`` with the advice's message and reason in ``notes``.
+
     Every treatment has ``eventType``, ``created_at`` (ISO 8601 UTC with
     milliseconds, exactly as Nightscout normalizes it) and ``enteredBy``
     (``"glucotwin"``). Nightscout de-duplicates treatments on ``created_at`` +
@@ -63,6 +67,10 @@ What is uploaded, and when (one rule each):
       sensor error. They need the forecast, which the loop
       passes in when it collects; cycles collected later (after a restart)
       have no ``predBGs``.
+    - ``carbsReq`` (whole grams) and ``carbsReqWithin`` (minutes), as oref0's determine-basal
+      reports them, while a carbohydrate advice stands (every cycle it stands), and the
+      advice in ``reason`` (oref0's "N add'l carbs req w/in Mm", then the advice's message);
+      a high or site-check advice adds its message to ``reason``.
     - ``sensitivityRatio`` is OpenAPS' ratio (above 1: more insulin needed),
       the inverse of the twin's insulin-sensitivity factor.
 """
@@ -183,6 +191,22 @@ def carb_treatment(time: datetime, carbs_g: float, notes: str = "") -> dict[str,
     return doc
 
 
+def advice_of(dose: dict[str, Any]) -> dict[str, Any] | None:
+    """The advice journaled with a decision's dose (``diagnostics.advice``), or None."""
+    advice = (dose.get("diagnostics") or {}).get("advice")
+    if not isinstance(advice, dict) or advice.get("kind") not in ("carbs", "high", "site_check"):
+        return None
+    return advice
+
+
+def announcement_treatment(time: datetime, advice: dict[str, Any]) -> dict[str, Any]:
+    """New advice as a Nightscout ``Announcement`` (message and reason in ``notes``)."""
+    notes = str(advice.get("message") or advice.get("kind"))
+    if advice.get("reason"):
+        notes = f"{notes} ({advice['reason']})"
+    return {"eventType": "Announcement", "created_at": iso_z(time), "enteredBy": ENTERED_BY, "notes": notes}
+
+
 def _carbs(carbs_g: float) -> float | int:
     value = round(float(carbs_g), 1)
     return int(value) if value == int(value) else value
@@ -258,6 +282,11 @@ def cycle_documents(c: CycleEvents, forecast: dict[str, Any] | None = None,
         t = carb_treatment(time, carbs)
         docs.append(("treatments", treatment_key(t), t))
 
+    advice = advice_of(dose)
+    if advice is not None and advice.get("new") is True:
+        t = announcement_treatment(time, advice)
+        docs.append(("treatments", treatment_key(t), t))
+
     status = devicestatus(c, time, dose, temp, temp_reply, confirmed_rate, duration, bolus, forecast, device)
     docs.append(("devicestatus", f"devicestatus|{device}|{status['created_at']}", status))
     return docs
@@ -286,6 +315,17 @@ def devicestatus(c: CycleEvents, time: datetime, dose: dict[str, Any], temp: dic
     sensitivity = _finite(diag.get("sensitivity_factor"))
     if sensitivity is not None and sensitivity > 0:
         suggested["sensitivityRatio"] = round(1.0 / sensitivity, 2)
+    advice = advice_of(dose)
+    if advice is not None:
+        grams = _finite(advice.get("carbs_g"))
+        if advice["kind"] == "carbs" and grams is not None and grams > 0:
+            within = _finite(advice.get("by_min")) or 0.0
+            suggested["carbsReq"] = int(round(grams))
+            suggested["carbsReqWithin"] = int(round(within))
+            suggested["reason"] += (f"; {suggested['carbsReq']} add'l carbs req w/in {suggested['carbsReqWithin']}m: "
+                                    f"{advice.get('message', '')}")
+        else:
+            suggested["reason"] += f"; advice: {advice.get('message', '')}"
     preds = pred_bgs(forecast) if forecast is not None else None
     if preds:
         suggested["predBGs"] = preds
