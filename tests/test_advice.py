@@ -25,6 +25,7 @@ from sim.trial.cohort import clinical_profile
 from sim.trial.priors import population_prior
 from twin.estimator import TwinEstimator
 from twin.personalize import personalize
+from ack_pump import AckPump
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2025, 1, 1, 6, 0)
@@ -223,24 +224,6 @@ def test_decision_records_carry_the_advice_settings_and_replay_to_the_same_dose(
 # --- the live loop: journal, Nightscout, MQTT ---------------------------------------------------
 
 
-class _MemoryPump:
-    def __init__(self) -> None:
-        self.seq = 0
-
-    def allocate_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def execute(self, order):
-        from controller.loop.ports import PumpOutcome
-
-        return PumpOutcome(order.seq, "ack", bolus_u=order.bolus_u,
-                           rate_u_per_h=order.rate_u_per_h if order.kind == "temp_basal" else None)
-
-    def resolve(self, order):
-        return self.execute(order)
-
-
 class _Feed:
     """A real ClosedLoop (twin, MPC, supervisor, advice) on an in-memory pump, journaling to SQLite."""
 
@@ -254,7 +237,7 @@ class _Feed:
         self.now = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
         self.t0 = self.now
         policy = TwinMPCPolicy(personalize(profile, default_prior()))
-        self.loop = ClosedLoop(policy, self, _MemoryPump(), journal, lambda: self.now, LoopSettings(cycle_min=5.0),
+        self.loop = ClosedLoop(policy, self, AckPump(), journal, lambda: self.now, LoopSettings(cycle_min=5.0),
                                on_cycle=on_cycle)
 
     def poll(self, timeout_s: float) -> list:

@@ -37,6 +37,7 @@ from sim.hil.faults.campaign import run_fault_campaign
 from sim.hil.faults.plan import FAULT_TYPES, RANGE_FAULTS, make_plan
 from sim.hil.faults.relay import FaultRates, FaultRelay
 from sim.hil.faults.report import format_report
+from ack_pump import AckPump
 
 needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto (installed by .ci/run)")
 KEY = bytes(range(32))
@@ -245,25 +246,6 @@ def test_relay_faults_are_counted_and_a_real_link_survives_them(tmp_path):
 # --------------------------------------------------------------------------- MQTT fuzz into the loop
 
 
-class _Pump:
-    """A stand-in pump port (this test is about the source): acknowledges everything."""
-
-    def __init__(self) -> None:
-        self.seq = 0
-
-    def allocate_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def execute(self, order):
-        from controller.loop.ports import PumpOutcome
-
-        return PumpOutcome(order.seq, "ack", order.bolus_u, order.rate_u_per_h or None)
-
-    def resolve(self, order):
-        return self.execute(order)
-
-
 _json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                             lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                          max_size=4),
@@ -299,7 +281,7 @@ def test_random_mqtt_payloads_never_stop_the_loop(tmp_path):
         publisher = MqttCgmPublisher(MqttSettings(client_id="fuzzer", session_expiry_s=0, **common))
         publisher.start()
         assert source.wait_subscribed(10.0)
-        loop = ClosedLoop(TwinMPCPolicy(personalize(profile, default_prior())), source, _Pump(), journal, clock,
+        loop = ClosedLoop(TwinMPCPolicy(personalize(profile, default_prior())), source, AckPump(), journal, clock,
                           LoopSettings(cycle_min=5.0), validator=ReadingValidator())
         loop.restore()
         try:
