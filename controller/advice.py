@@ -80,6 +80,7 @@ class AdviceSettings:
     rise_min_iob_effect_mg_dl: and insulin on board worth at least this much by the correction factor.
     rise_carb_free_min: and no carbs announced or advised for this long.
     repeat_min: a standing advice of the same kind is announced again after this long.
+    site_check: False: no "check the infusion site" advice (the rise check is off).
     """
 
     low_mg_dl: float = 70.0
@@ -100,9 +101,14 @@ class AdviceSettings:
     rise_min_iob_effect_mg_dl: float = 50.0
     rise_carb_free_min: float = 180.0
     repeat_min: float = 30.0
+    site_check: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.site_check, bool):
+            raise ValueError(f"site_check must be true or false, got {self.site_check!r}")
         for f in fields(self):
+            if f.name == "site_check":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0:
@@ -283,7 +289,7 @@ def advise(est: Any, facts: CycleFacts, readings: list[tuple[datetime, float]], 
     low = low_advice(est, facts.time, s)
     if low is not None:
         return low
-    rise = rise_unexplained(readings, facts, last_carbs, s)
+    rise = rise_unexplained(readings, facts, last_carbs, s) if s.site_check else ""
     high = high_advice(est, facts, s) if facts.cap else None
     if rise:
         message = ("Unexplained rise: check the infusion site and the pump (occlusion, a loose or old set); "

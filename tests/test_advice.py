@@ -7,6 +7,8 @@ SQLite file, the Nightscout mapping and receiver, the mosquitto broker, a simglu
 
 from __future__ import annotations
 
+import dataclasses
+
 import ast
 import json
 import math
@@ -135,6 +137,8 @@ def test_rise_after_insulin_without_carbs_suggests_checking_the_site(twin):
     assert advise(est, facts, readings, now - timedelta(minutes=120), S) is None
     little = CycleFacts(now, g, 0.1, twin.profile.correction_factor_mg_dl_per_u, 1.0, 0.0)
     assert advise(est, little, readings, None, S) is None
+    # [advice] site_check = false: the same rise says nothing
+    assert advise(est, facts, readings, None, dataclasses.replace(S, site_check=False)) is None
 
 
 def test_standing_advice_is_new_once_then_again_after_the_repeat_interval(twin):

@@ -242,6 +242,21 @@ def test_config_reference_is_generated_from_the_table():
         assert f"| `{s.key}` |" in text and s.reason in text
 
 
+def test_the_advice_section_reaches_the_controller_and_can_be_switched_off():
+    base = {"profile": {"name": "x", "weight_kg": 70, "total_daily_insulin_u": 40, "carb_ratio_g_per_u": 12,
+                        "correction_factor_mg_dl_per_u": 45, "age_years": 30,
+                        "basal": [{"start": "00:00", "rate_u_per_h": 0.8}]},
+            "pump": {"port": "/dev/ttyUSB0", "key_file": "k"}}
+    default = parse_config(base)
+    assert default.advice is not None and default.control_settings().advice == default.advice
+    tuned = parse_config({**base, "advice": {"low_mg_dl": 80, "max_carbs_g": 30, "site_check": False}})
+    assert tuned.advice.low_mg_dl == 80.0 and tuned.advice.max_carbs_g == 30.0 and tuned.advice.site_check is False
+    off = parse_config({**base, "advice": {"enabled": False}})
+    assert off.advice is None and off.control_settings().advice is None
+    with pytest.raises(ConfigError, match=r"\[advice\] low_mg_dl"):
+        parse_config({**base, "advice": {"low_mg_dl": 40}})
+
+
 def test_the_table_covers_every_field_of_the_settings_it_builds():
     from dataclasses import fields
 
@@ -254,6 +269,11 @@ def test_the_table_covers_every_field_of_the_settings_it_builds():
                          ("pump", PumpEndpoint), ("nightscout", NightscoutEndpoint), ("loop", LoopSettings)]:
         missing = {f.name for f in fields(cls)} - {k for sec, k in keys if sec == section}
         assert not missing, (section, missing)
+    # [advice] exposes the thresholds a person would change; the rest are the module's defaults
+    from controller.advice import AdviceSettings
+
+    advice_fields = {f.name for f in fields(AdviceSettings)}
+    assert {k for sec, k in keys if sec == "advice"} - {"enabled"} <= advice_fields
 
 
 def test_constants_agree_with_the_components_they_describe():

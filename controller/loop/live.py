@@ -101,7 +101,7 @@ def compose(config: LiveConfig) -> LiveParts:
     journal = Journal(config.journal_path)
     reading_clock = _lockstep_clock(config, journal)
     clock: Callable[[], datetime] = reading_clock or system_clock
-    policy = TwinMPCPolicy(load_twin(config), limits=config.limits)
+    policy = TwinMPCPolicy(load_twin(config), config.control_settings(), limits=config.limits)
     # before the pump and the source: a missing secret file stops the start, not a running loop
     upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = _connect_pump(config, journal, reading_clock)

@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed-offset", type=int, default=0, metavar="K", help="patient k uses seed k + K (default 0)")
     c.add_argument("--resolve", type=positive_float, default=15.0, metavar="MIN",
                    help="the closed-loop what-if re-plans every MIN minutes (default 15; 5 = every cycle)")
+    c.add_argument("--twins", type=Path, default=None, metavar="DIR",
+                   help="run the loop on the twins learned for each patient (DIR/<patient>.json, glucotwin learn)")
+    c.add_argument("--twin-purpose", choices=("dosing", "forecast"), default="dosing",
+                   help="with --twins: the dosing twin (what glucotwin run doses on) or the whole fit")
     c.add_argument("--workers", type=positive_int, default=1, metavar="N")
     c.add_argument("--out", type=Path, default=Path("runs/whatif-check"), metavar="DIR")
     c.set_defaults(handler=_cmd_check)
@@ -148,7 +152,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     journal_path = args.journal or config.journal_path
     if not Path(journal_path).exists():
         raise CliError(f"{journal_path}: no such journal")
-    policy = TwinMPCPolicy(twin, limits=config.limits)
+    policy = TwinMPCPolicy(twin, config.control_settings(), limits=config.limits)
     with Journal(journal_path, read_only=True) as journal:
         last = policy_from_journal(policy, journal, config.loop.replay_hours, until)
     if last is None or policy.estimator is None or policy.estimator.readings_accepted == 0:
@@ -188,7 +192,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     unknown = [p for p in patients if p not in PATIENTS]
     if unknown:
         raise CliError(f"unknown patient(s): {', '.join(unknown)}")
-    settings = CheckSettings(moments=args.moments, seed_offset=args.seed_offset, resolve_min=args.resolve)
+    settings = CheckSettings(moments=args.moments, seed_offset=args.seed_offset, resolve_min=args.resolve,
+                             twins_dir=str(args.twins) if args.twins else None, twin_purpose=args.twin_purpose)
     rows = run_check(patients, list(args.arms), settings, workers=args.workers)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"settings": dataclasses.asdict(settings), "patients": patients,

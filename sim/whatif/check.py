@@ -46,6 +46,8 @@ class CheckSettings:
     days: float = 1.0  # the protocol's day (meals); the run stops at the last moment
     resolve_min: float = 15.0
     seed_offset: int = 0
+    twins_dir: str | None = None  # learned twins (``DIR/<patient>.json``); None: the profile's twin
+    twin_purpose: str = "dosing"  # which of a learned file's twins the loop runs on
 
 
 class _ExtraMeal:
@@ -126,7 +128,15 @@ def check_patient(patient: str, arm: str, settings: CheckSettings) -> list[dict[
     protocol = TrialProtocol(arm=arm, days=settings.days, seed_offset=settings.seed_offset)
     seed = protocol.seed_for(patient)
     profile = clinical_profile(patient)
-    policy = TwinMPCPolicy(personalize(profile, population_prior(exclude=patient)))
+    if settings.twins_dir is None:
+        twin = personalize(profile, population_prior(exclude=patient))
+    else:
+        from pathlib import Path
+
+        from twin.learning.learned import load_learned_twin
+
+        twin = load_learned_twin(Path(settings.twins_dir) / f"{patient}.json", purpose=settings.twin_purpose)
+    policy = TwinMPCPolicy(twin)
     run = _Run(make_env(patient, seed, protocol.start, protocol.sensor, protocol.pump), policy, arm)
     sample = float(run.env.sample_time)
     cycles = int(settings.days * 24 * 60 / sample)

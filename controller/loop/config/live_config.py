@@ -54,6 +54,13 @@
     listen_host = "127.0.0.1"
     listen_port = 17580
 
+    [advice]                       # optional: words to the person, never a dose
+    enabled = true
+    low_mg_dl = 70                 # carbs are advised to keep the forecast above this
+    advise_within_min = 45         # once the low is this near
+    max_carbs_g = 60
+    site_check = true              # "check the infusion site" after an unexplained rise
+
 Secrets are read from files, never written in the TOML itself.
 
 Every key has a type and a hard range (:mod:`controller.loop.config.ranges`, the table behind
@@ -71,10 +78,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.advice import AdviceSettings
 from controller.loop.config.checks import check_config
 from controller.loop.config.ranges import PUMP_MIN_KEY_BYTES, ConfigError
 from controller.loop.runtime import LoopSettings
 from controller.safety import SafetyLimits
+from controller.twin_policy import ControlSettings
 from twin.profile import BasalSegment, PatientProfile
 
 if TYPE_CHECKING:
@@ -210,6 +219,11 @@ class LiveConfig:
     learned_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     nightscout: NightscoutEndpoint | None = None
+    advice: AdviceSettings | None = field(default_factory=AdviceSettings)  # None: [advice] enabled = false
+
+    def control_settings(self) -> ControlSettings:
+        """The controller's settings this config asks for (the defaults, with its ``[advice]``)."""
+        return ControlSettings(advice=self.advice)
 
 
 def load_config(path: str | Path) -> LiveConfig:
@@ -278,8 +292,10 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
     learned_path = None
     if learned is not None:
         learned_path = Path(learned) if Path(learned).is_absolute() else base / learned
+    adv = dict(v["advice"])
+    advice = _section(AdviceSettings, adv, "advice") if adv.pop("enabled") else None
     return LiveConfig(profile, limits, settings, clock, arm, journal_path, mqtt, sensor, pump, publish_cycles,
-                      prior_path, learned_path, data, nightscout=nightscout)
+                      prior_path, learned_path, data, nightscout=nightscout, advice=advice)
 
 
 def load_prior(config: LiveConfig) -> "PopulationPrior":

@@ -58,7 +58,7 @@ NIGHTSCOUT_MIN_SECRET_CHARS = 12  # Nightscout refuses a shorter API_SECRET
 PUMP_MIN_KEY_BYTES = 16
 PUMP_MAX_VALIDITY_S = 300.0  # the reference pump firmware's longest command validity
 SERIAL_BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
-SECTIONS = ("profile", "loop", "limits", "twin", "mqtt", "sensor", "pump", "nightscout")
+SECTIONS = ("profile", "loop", "limits", "twin", "mqtt", "sensor", "pump", "nightscout", "advice")
 
 
 class ConfigError(ValueError):
@@ -421,6 +421,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nightscout", "max_backoff_s", "float", 300.0, "longest wait between retries", "s", 1.0, 3600.0),
     Setting("nightscout", "backfill_hours", "float", 24.0, "on first use, how much of the journal to upload", "h",
             1.0, 720.0),
+    # --- [advice] (controller.advice: words to the person; never a dose) -------------------------------------
+    Setting("advice", "enabled", "bool", True, "say when to eat (a low suspension cannot prevent), an untreatable "
+            "high, an unexplained rise"),
+    Setting("advice", "low_mg_dl", "float", 70.0, "the line carbohydrate advice keeps the conservative forecast "
+            "above (the consensus hypoglycaemia threshold)", "mg/dL", 60.0, 100.0),
+    Setting("advice", "advise_within_min", "float", 45.0, "carbs are advised once the low is this near (oref0 "
+            "reports carbsReq within 45 min); a farther forecast is re-checked every cycle", "min", 15.0, 120.0),
+    Setting("advice", "max_carbs_g", "float", 60.0, "the most advised at once (the message says when even this "
+            "is short)", "g", 5.0, 120.0),
+    Setting("advice", "carbs_step_g", "float", 5.0, "advice is rounded up to a multiple of this", "g", 1.0, 20.0),
+    Setting("advice", "high_mg_dl", "float", 250.0, "a forecast at or above this the loop's limits will not treat "
+            "is said", "mg/dL", 180.0, 400.0),
+    Setting("advice", "site_check", "bool", True, "suggest checking the infusion site after an unexplained rise"),
+    Setting("advice", "repeat_min", "float", 30.0, "a standing advice is announced again after this long", "min",
+            5.0, 240.0),
 )
 
 _BY_SECTION: dict[str, list[Setting]] = {}
