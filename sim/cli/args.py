@@ -1,10 +1,15 @@
-"""What every subcommand shares: the one-line error, the parser that raises it, argument types."""
+"""What every subcommand shares: the one-line error, the parser that raises it, argument types, glucose units."""
 
 from __future__ import annotations
 
 import argparse
 
+from sensors.reading import MG_DL_PER_MMOL_L  # the project's one mg/dL-per-mmol/L constant
+
 EXIT_USAGE = 2
+
+GLUCOSE_UNIT_CHOICES = ("mg", "mmol")
+"""The names of :data:`sim.trial.metrics.units.UNITS` (spelled here so the CLI starts without numpy)."""
 
 
 class CliError(Exception):
@@ -44,3 +49,16 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--units mg|mmol``: the glucose unit of the tables, reports and figures a subcommand shows.
+
+    Only presentation converts (``sim.trial.metrics.units.glucose_units(args.units)``);
+    everything is computed and written (summary.json, traces, journals) in mg/dL.
+    """
+    parser.add_argument(
+        "--units", choices=GLUCOSE_UNIT_CHOICES, default="mg",
+        help=f"glucose unit of tables, reports and figures: mg (mg/dL, the default) or mmol (mmol/L = "
+             f"mg/dL / {MG_DL_PER_MMOL_L:g}); files and summary.json stay in mg/dL",
+    )

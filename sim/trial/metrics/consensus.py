@@ -1,4 +1,4 @@
-"""Consensus CGM metrics (Battelino et al. 2019) and Kovatchev's risk indices.
+"""Consensus CGM metrics (Battelino et al. 2019), time in tight range and Kovatchev's risk indices.
 
 Names follow the iglu package (``in_range_70_180``, ``below_54``, ...).
 Percentages are of samples. Pure numpy; used on true blood glucose and,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_NAMES = (
+CONSENSUS_NAMES = (
     "in_range_70_180",
     "below_70",
     "below_54",
@@ -41,7 +41,19 @@ def risk_components(glucose_mg_dl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(f < 0, risk, 0.0), np.where(f > 0, risk, 0.0)
 
 
-def glucose_metrics(glucose_mg_dl: np.ndarray) -> dict[str, float]:
+def finite_samples(glucose_mg_dl: np.ndarray) -> np.ndarray:
+    """The finite samples of a glucose series (mg/dL), as a float array."""
+    g = np.asarray(glucose_mg_dl, dtype=float)
+    return g[np.isfinite(g)]
+
+
+def time_in_tight_range_pct(glucose_mg_dl: np.ndarray) -> float:
+    """Time in tight range: % of finite samples with 70 <= g <= 140 mg/dL (NaN without samples)."""
+    g = finite_samples(glucose_mg_dl)
+    return float(100.0 * np.count_nonzero((g >= 70) & (g <= 140)) / g.size) if g.size else float("nan")
+
+
+def consensus_metrics(glucose_mg_dl: np.ndarray) -> dict[str, float]:
     """Consensus metrics of a glucose series (mg/dL); non-finite samples are ignored.
 
     Time in ranges (in % of samples): ``in_range_70_180`` is 70 <= g <= 180,
@@ -50,10 +62,9 @@ def glucose_metrics(glucose_mg_dl: np.ndarray) -> dict[str, float]:
     ``GMI`` (%) = 3.31 + 0.02392 * mean. ``LBGI`` and ``HBGI`` are the means
     over all samples of the low and high risk (zero on the other side).
     """
-    g = np.asarray(glucose_mg_dl, dtype=float)
-    g = g[np.isfinite(g)]
+    g = finite_samples(glucose_mg_dl)
     if g.size == 0:
-        return {name: float("nan") for name in METRIC_NAMES}
+        return {name: float("nan") for name in CONSENSUS_NAMES}
 
     def pct(mask: np.ndarray) -> float:
         return float(100.0 * np.count_nonzero(mask) / g.size)
@@ -74,13 +85,6 @@ def glucose_metrics(glucose_mg_dl: np.ndarray) -> dict[str, float]:
         "LBGI": float(np.mean(low_risk)),
         "HBGI": float(np.mean(high_risk)),
     }
-
-
-def mean_metrics(per_patient: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over patients (the cohort and group rows of BENCHMARK.md)."""
-    if not per_patient:
-        return {name: float("nan") for name in METRIC_NAMES}
-    return {name: float(np.mean([m[name] for m in per_patient])) for name in per_patient[0]}
 
 
 def safety_rank_key(metrics: dict[str, float]) -> tuple[float, float, float]:
