@@ -16,16 +16,22 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Run a closed-loop trial under the public benchmark protocol (BENCHMARK.md): "
             "RandomScenario and Dexcom CGM seeded with k + seed offset for patient k (1..30), "
             "Insulet pump, start 2025-01-01 00:00. Prints a per-patient table and a cohort "
-            "summary on true blood glucose, and writes one trace CSV per patient and "
-            "summary.json to --out."
+            "summary on true blood glucose, and writes one trace CSV per patient, the same runs in "
+            "simglucose's results layout (OUT/simglucose/<patient>.csv) and summary.json to --out."
         ),
     )
-    p.add_argument("--controller", default=None, metavar="NAME",
+    p.add_argument("--controller", action="append", default=None, metavar="NAME|MODULE:ATTR",
                    help="controller: mpc (glucotwin: twin + meal bolus + MPC + safety supervisor, the default), "
                         "mpc-previous (glucotwin before the meal-bolus redesign, eac2684), bb (simglucose "
                         "basal-bolus), basal (programmed basal only); NOT fair references: mpc-oracle (mpc whose "
                         "twin is the simulator's own patient), ceiling-causal and ceiling-clairvoyant "
-                        "(nonlinear MPC on the true model and state)")
+                        "(nonlinear MPC on the true model and state). Or your own, MODULE:ATTR imported from the "
+                        "current directory or sys.path: a simglucose Controller subclass (built per patient, "
+                        "given init_state=0, patient_name and/or profile if its __init__ names them), an "
+                        "instance, or a callable policy(observation, reward, done, **info); it gets simglucose's "
+                        "info and runs with no glucotwin safety supervisor. Repeat --controller to run several "
+                        "on the same patients: each into OUT/<controller>/, and OUT/report.html compares them "
+                        "(the first against the others)")
     p.add_argument("--arm", choices=("hcl", "fcl"), default="hcl",
                    help="hcl: meal information given at meal time; fcl: none (default hcl)")
     p.add_argument("--patients", nargs="+", metavar="NAME", help="patients, e.g. adult#001 child#003 (default: all 30)")
@@ -88,6 +94,48 @@ def _trial_patients(args: argparse.Namespace) -> list[str]:
     return list(PATIENTS)
 
 
+def _controllers(args: argparse.Namespace, names: dict) -> list:
+    """Each --controller as a built-in name or a user's factory (imported now, so errors come first)."""
+    from sim.trial.controllers import UserControllerError, is_user_spec, user_controller_factory
+
+    chosen = args.controller or [None]
+    resolved = []
+    for name in chosen:
+        if name is None or name in names:
+            resolved.append(name)
+        elif is_user_spec(name):
+            try:
+                resolved.append(user_controller_factory(name))
+            except UserControllerError as exc:
+                raise CliError(str(exc)) from None
+        else:
+            raise CliError(f"unknown controller {name!r}; available: {', '.join(sorted(names))}, "
+                           "or your own as MODULE:ATTR (e.g. examples.toy_controller:ToyController)")
+    if len(set(chosen)) != len(chosen):
+        raise CliError("the same --controller is given twice")
+    return resolved
+
+
+def _directory_name(controller) -> str:
+    return controller if isinstance(controller, str) else controller.spec.replace(":", ".")
+
+
+def _cohort_comparison(results: list) -> str:
+    """One line per controller: cohort and group TIR and time below range on true BG."""
+    plural = {"adolescent": "adolescents", "adult": "adults", "child": "children"}
+    lines = ["comparison (true BG, % of samples; groups are means over patients):",
+             f"{'controller':<44}{'group':<13}{'TIR':>6}{'<70':>6}{'<54':>6}{'>180':>6}{'>250':>6}{'mean':>6}"]
+    for label, summary in results:
+        rows = [("all", summary["cohort"])] + list(summary["groups"].items())
+        for i, (group, agg) in enumerate(rows):
+            bg = agg["bg"]
+            name = label.split(" ")[0] if i == 0 else ""
+            lines.append(f"{name:<44}{plural.get(group, group) + ' (' + str(agg['n']) + ')':<13}{bg['in_range_70_180']:6.1f}"
+                         f"{bg['below_70']:6.1f}{bg['below_54']:6.1f}{bg['above_180']:6.1f}{bg['above_250']:6.1f}"
+                         f"{bg['mean']:6.0f}")
+    return "\n".join(lines)
+
+
 def _cmd_trial(args: argparse.Namespace) -> int:
     try:
         from sim.trial.baselines import CONTROLLERS, DEFAULT_CONTROLLER
@@ -97,9 +145,9 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"trials need the simulator extra: pip install 'glucotwin[sim]' ({exc})") from None
 
-    controller = args.controller or DEFAULT_CONTROLLER
-    if controller not in CONTROLLERS:
-        raise CliError(f"unknown controller {controller!r}; available: {', '.join(sorted(CONTROLLERS))}")
+    controllers = [c or DEFAULT_CONTROLLER for c in _controllers(args, CONTROLLERS)]
+    if len(controllers) > 1 and (args.twin is not None or args.learn_days is not None):
+        raise CliError("--twin and --learn-days work with one --controller mpc, not with several controllers")
     patients = _trial_patients(args)
     scale = []
     for item in args.scale:
@@ -115,7 +163,53 @@ def _cmd_trial(args: argparse.Namespace) -> int:
                                  physiology_scale=tuple(scale), follow_advice=args.follow_advice)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    label = controller
+    from sim.engine import make_engine
+
+    try:
+        engine = make_engine(args.engine or ("dask" if args.scheduler else "local"), args.workers, args.scheduler)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if len(controllers) == 1:
+        _trial_of_one(args, controllers[0], patients, protocol, engine, args.out, format_tables, run_trial)
+        return 0
+    base = args.out or Path("runs") / f"compare-{args.arm}"
+    results, directories = [], []
+    for controller in controllers:
+        out_dir = base / _directory_name(controller)
+        summary = _trial_of_one(args, controller, patients, protocol, engine, out_dir, format_tables, run_trial)
+        results.append((summary["controller"], summary))
+        directories.append(out_dir)
+        print()
+    print(_cohort_comparison(results))
+    if not args.no_report:
+        _comparison_report(base, directories)
+    return 0
+
+
+def _comparison_report(base: Path, directories: list[Path]) -> None:
+    """OUT/report.html: the first run against the others (glucotwin report DIR --compare ...)."""
+    import sys
+    import time
+
+    try:
+        from sim.report import write_report
+
+        tic = time.perf_counter()
+        path = write_report(directories[0], out=base / "report.html", compare=directories[1:])
+    except Exception as exc:  # a report must never fail the trials it compares
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"glucotwin: warning: comparison report not written: {message}", file=sys.stderr)
+        return
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB, {time.perf_counter() - tic:.1f} s), comparing "
+          + ", ".join(d.name for d in directories))
+
+
+def _trial_of_one(args, controller, patients, protocol, engine, out, format_tables, run_trial) -> dict:
+    """One controller's trial into ``out`` (default runs/<controller>-<arm>): tables, notes, report."""
+    from sim.trial.controllers import UserControllerFactory
+
+    user = controller if isinstance(controller, UserControllerFactory) else None
+    label = _directory_name(controller)
     if args.twin is not None:
         if controller != "mpc":
             raise CliError("--twin works with --controller mpc only")
@@ -128,19 +222,13 @@ def _cmd_trial(args: argparse.Namespace) -> int:
             raise CliError(f"--twin {args.twin}: no learned twin for {', '.join(missing[:5])}"
                            + (" ..." if len(missing) > 5 else ""))
         controller, label = LearnedTwinMPC(str(args.twin)), "mpc-learned"
-    out_dir = args.out or Path("runs") / f"{label}-{args.arm}"
-    from sim.engine import make_engine
-
-    try:
-        engine = make_engine(args.engine or ("dask" if args.scheduler else "local"), args.workers, args.scheduler)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    out_dir = out or Path("runs") / f"{label}-{args.arm}"
     if args.learn_days is not None:
         if label != "mpc":
             raise CliError("--learn-days works with --controller mpc only (and not with --twin)")
         from sim.learn.onboarding import run_onboarding
 
-        out_dir = args.out or Path("runs") / f"mpc-learned-{args.arm}"
+        out_dir = out or Path("runs") / f"mpc-learned-{args.arm}"
         result = run_onboarding(patients, protocol, args.learn_days, out_dir, workers=args.workers,
                                 progress=not args.quiet)
         print(format_tables(result.summary))
@@ -149,12 +237,19 @@ def _cmd_trial(args: argparse.Namespace) -> int:
             from sim.report import report_after_run
 
             report_after_run(out_dir)
-        return 0
+        return result.summary
     try:
         result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
-                           progress=not args.quiet, engine=engine, controller_label=label)
+                           progress=not args.quiet, engine=engine,
+                           controller_label=None if user is not None else label)
     except OSError as exc:
         raise CliError(str(exc)) from None
+    except ValueError as exc:  # a user's controller that returned something simglucose cannot take
+        from sim.trial.controllers import UserControllerError
+
+        if isinstance(exc, UserControllerError):
+            raise CliError(str(exc)) from None
+        raise
     print(format_tables(result.summary))
     if args.twin is not None:
         from sim.learn.onboarding import write_learning_of_twins
@@ -166,9 +261,13 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     elif label.startswith("ceiling-"):
         print(f"note: {controller} is NOT a fair controller: it runs on the simulator's true model and state "
               "(a ceiling, not a result)")
+    elif user is not None:
+        print(f"note: {user.spec} is a user controller: it runs with no glucotwin safety supervisor (its actions "
+              "go to simglucose's pump as returned) and is given simglucose's policy info")
     print(f"wrote {len(patients)} traces and summary.json to {out_dir}")
+    print(f"wrote simglucose's results layout to {out_dir / 'simglucose'} (<patient>.csv)")
     if not args.no_report:
         from sim.report import report_after_run  # never raises: a failed report is a one-line warning
 
         report_after_run(out_dir)
-    return 0
+    return result.summary

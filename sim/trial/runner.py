@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +26,7 @@ from sim.trial.meal_info import MealInformation
 from sim.engine import Engine, default_workers, resolve_engine  # noqa: F401 (default_workers: re-exported)
 from sim.trial.protocol import TrialProtocol
 from sim.trial.rescue import RescueScenario
+from sim.trial.simglucose_csv import simglucose_history
 from sim.trial.simglucose_env import make_env
 from sim.trial.trace import Trace
 
@@ -36,16 +37,26 @@ _PROGRESS_EVERY_MIN = 60.0
 
 @dataclass(frozen=True)
 class PatientRun:
-    """One patient's finished run."""
+    """One patient's finished run.
+
+    ``simglucose_history``: simglucose's own ``env.show_history()`` frame of the run (Time, BG, CGM,
+    CHO, insulin, LBGI, HBGI, Risk), written as simglucose writes it (:mod:`sim.trial.simglucose_csv`).
+    """
 
     patient: str
     seed: int
     trace: Trace
     wall_s: float
+    simglucose_history: Any = field(default=None, compare=False, repr=False)
 
 
 def _resolve(controller: str | ControllerFactory) -> ControllerFactory:
-    return controller_factory(controller) if isinstance(controller, str) else controller
+    """A built-in name (``mpc``, ``bb``, ...), a user's ``module:attr`` or a factory, as a factory."""
+    if isinstance(controller, str):
+        from sim.trial.controllers import is_user_spec, user_controller_factory
+
+        return user_controller_factory(controller) if is_user_spec(controller) else controller_factory(controller)
+    return controller
 
 
 def simulate_patient(
@@ -124,7 +135,8 @@ def simulate_patient(
         insulin_u=insulin,
         diagnostics=diagnostics,
     )
-    return PatientRun(patient=patient, seed=seed, trace=trace, wall_s=time.perf_counter() - tic)
+    return PatientRun(patient=patient, seed=seed, trace=trace, wall_s=time.perf_counter() - tic,
+                      simglucose_history=simglucose_history(env))
 
 
 class _Progress:
@@ -174,7 +186,9 @@ def run_patients(
     """
     if not patients:
         raise ValueError("no patients to run")
-    _resolve(controller)  # fail early on an unknown name
+    factory = _resolve(controller)  # fail early on an unknown name or a user's controller that cannot run
+    if isinstance(controller, str) and ":" in controller:
+        controller = factory  # a user's module:attr: found from this process's directory, then in each worker
     runner = resolve_engine(engine, workers)
     bar = _Progress(total_min=len(patients) * protocol.days * 24 * 60, enabled=progress)
     try:
