@@ -105,6 +105,8 @@ def compose(config: LiveConfig) -> LiveParts:
     # before the pump and the source: a missing secret file stops the start, not a running loop
     upload = NightscoutUpload(config, policy) if config.nightscout is not None and config.nightscout.upload else None
     pump = _connect_pump(config, journal, reading_clock)
+    if upload is not None:
+        upload.pump = pump  # the pump's own status (reservoir, clock, suspended) for Nightscout's pump pill
     source = build_source(config, clock)
     publisher = None
     if getattr(source, "client", None) is not None and config.publish_cycles:

@@ -5,9 +5,11 @@ Endpoints (``.json`` suffix optional)::
     POST /api/v1/entries        one entry object or an array (sgv; mbg, cal ... are stored only)
     POST /api/v1/treatments     one treatment or an array (carbs become announcements)
     POST /api/v1/devicestatus   one status or an array (stored only)
+    POST /api/v1/profile        one profile record or an array (stored only; each is a new record)
     GET  /api/v1/entries.json?count=N      newest first (default 10); /api/v1/entries/sgv.json: sgv only
     GET  /api/v1/treatments.json?count=N   newest first (default 10)
     GET  /api/v1/devicestatus.json?count=N newest first (default 10)
+    GET  /api/v1/profile.json?count=N      newest ``startDate`` first (default 10)
     GET  /api/v1/status.json    server status (no authentication needed)
     GET  /api/v1/verifyauth     whether the request's api-secret is accepted (always 200, as Nightscout)
 
@@ -46,7 +48,7 @@ DEFAULT_COUNT = 10
 DRAIN_LIMIT_FACTOR = 16
 """An authenticated body above ``max_body_bytes`` is still read (and dropped) up to this many times it."""
 
-_ROUTES = {"entries", "entries/sgv", "treatments", "devicestatus", "status", "verifyauth"}
+_ROUTES = {"entries", "entries/sgv", "treatments", "devicestatus", "profile", "status", "verifyauth"}
 
 
 class ApiOwner(ServerOwner, Protocol):
@@ -214,7 +216,7 @@ class Handler(BaseHTTPRequestHandler):
             self._drain(receiver.max_body_bytes)
             self._error(404, "Not Found")
             return
-        if name not in ("entries", "treatments", "devicestatus"):
+        if name not in ("entries", "treatments", "devicestatus", "profile"):
             self._drain(receiver.max_body_bytes)
             self._error(405, "Method Not Allowed")
             return

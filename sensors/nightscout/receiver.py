@@ -204,6 +204,9 @@ class NightscoutReceiver:
     def devicestatus(self, count: int = MAX_STORED) -> list[dict[str, Any]]:
         return self.store.newest("devicestatus", count)
 
+    def profiles(self, count: int = MAX_STORED) -> list[dict[str, Any]]:
+        return self.store.newest("profile", count)
+
     # --- request handling (called from the server's threads) -----------------------------------
     def authorized(self, header_value: str | None) -> bool:
         """Whether ``header_value`` is the SHA-1 hex of the secret (no lockout bookkeeping)."""
@@ -228,5 +231,6 @@ class NightscoutReceiver:
         now = self.clock()
         return {"status": "ok", "name": "glucotwin", "version": "0.1.0", "serverTime": iso_z(now),
                 "serverTimeEpoch": epoch_ms(now), "apiEnabled": True, "careportalEnabled": True,
-                "settings": {"units": "mg/dl", "enable": ["careportal", "iob", "cob", "basal", "openaps"]},
+                "settings": {"units": "mg/dl", "enable": ["careportal", "iob", "cob", "basal", "openaps", "loop",
+                                                          "pump", "upbat", "profile"]},
                 "authorized": authorized}

@@ -2,7 +2,8 @@
 
 **De-duplication** follows Nightscout: entries by time + ``type`` (an
 upsert), treatments by ``identifier`` when present, else ``created_at`` +
-``eventType``; devicestatus documents are inserted as they come. A
+``eventType``; devicestatus and profile documents are inserted as they come
+(profiles are listed newest ``startDate`` first, as Nightscout's profile API). A
 re-uploaded entry or treatment updates the stored document and is *not*
 handed to the loop again (a retried carb upload never doubles the carbs).
 
@@ -91,7 +92,7 @@ class Collection:
 
 
 class DocumentStore:
-    """The three collections (thread-safe); new readings, announcements and rejections go to ``queue``.
+    """The collections (thread-safe); new readings, announcements and rejections go to ``queue``.
 
     ``subject`` is given to the readings and announcements; ``clock`` dates
     documents that carry no usable time.
@@ -106,9 +107,11 @@ class DocumentStore:
         self.entries = Collection("date", max_stored)
         self.treatments = Collection("created_at", max_stored)
         self.devicestatus = Collection("created_at", max_stored)
+        self.profile = Collection("startDate", max_stored)
 
     def collection(self, name: str) -> Collection:
-        return {"entries": self.entries, "treatments": self.treatments, "devicestatus": self.devicestatus}[name]
+        return {"entries": self.entries, "treatments": self.treatments, "devicestatus": self.devicestatus,
+                "profile": self.profile}[name]
 
     def newest(self, collection: str, count: int, sgv_only: bool = False) -> list[dict[str, Any]]:
         store = self.collection(collection)
@@ -120,7 +123,8 @@ class DocumentStore:
         docs = document if isinstance(document, list) else [document]
         stored: list[dict[str, Any]] = []
         rejected = 0
-        handler = {"entries": self._entry, "treatments": self._treatment, "devicestatus": self._status}[collection]
+        handler = {"entries": self._entry, "treatments": self._treatment, "devicestatus": self._status,
+                   "profile": self._profile}[collection]
         with self.lock:
             for doc in docs:
                 try:
@@ -131,14 +135,14 @@ class DocumentStore:
                                        f"{type(err).__name__}")
                 if isinstance(outcome, Rejected):
                     rejected += 1
-                    if collection != "devicestatus":
+                    if collection not in ("devicestatus", "profile"):
                         self.queue.put(outcome)
                 elif outcome is not None:
                     stored.append({k: v for k, v in outcome.items() if k != "_sort"})
         return stored, rejected
 
     def reject_body(self, collection: str, raw: str, reason: str) -> None:
-        if collection != "devicestatus":
+        if collection not in ("devicestatus", "profile"):
             self.queue.put(Rejected(clip(raw), None, reason))
 
     def _entry(self, doc: Any) -> dict[str, Any] | Rejected | None:
@@ -196,6 +200,16 @@ class DocumentStore:
         stored = {**{k: v for k, v in doc.items() if k != "_id"}, "created_at": iso_z(time), "utcOffset": 0,
                   "_sort": epoch_ms(time)}
         result, _ = self.devicestatus.upsert(secrets.token_hex(12), stored)
+        return result
+
+    def _profile(self, doc: Any) -> dict[str, Any] | Rejected | None:
+        """A profile record: stored as sent (``created_at`` added when missing, as Nightscout does)."""
+        if not isinstance(doc, dict):
+            return Rejected(clip(raw_json(doc)), None, "malformed profile: not a JSON object")
+        start = _parse_iso(doc.get("startDate")) or _parse_iso(doc.get("created_at")) or self.clock()
+        stored = {**{k: v for k, v in doc.items() if k != "_id"}, "_sort": epoch_ms(start)}
+        stored.setdefault("created_at", iso_z(self.clock()))
+        result, _ = self.profile.upsert(secrets.token_hex(12), stored)
         return result
 
 

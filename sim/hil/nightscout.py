@@ -5,7 +5,11 @@ or ``$NIGHTSCOUT_API_SECRET``) makes each patient's loop upload its journal to
 that Nightscout, exactly as ``glucotwin run`` does with a ``[nightscout]``
 section. ``--nightscout-receiver`` starts a Nightscout-API receiver
 (:mod:`sensors.nightscout.receiver`) in the harness process instead and
-writes what it received to ``<out>/nightscout-received.json`` at the end.
+writes what it received (entries, treatments, devicestatus, profile) to
+``<out>/nightscout-received.json`` at the end. In a HIL run the devicestatus
+``pump`` object is the virtual pump firmware's own STATUS reply, its clock the
+lockstep clock as the pump has it (a few minutes behind the CGM time: the
+simulator sets it as it steps).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def start_local_receiver() -> tuple[Any, NightscoutTarget]:
 def write_received(receiver: Any, path: Path) -> dict[str, int]:
     """Everything the receiver holds, as JSON (newest first per collection); returns the counts."""
     data = {"entries": receiver.entries(), "treatments": receiver.treatments(),
-            "devicestatus": receiver.devicestatus()}
+            "devicestatus": receiver.devicestatus(), "profile": receiver.profiles()}
     path.write_text(json.dumps(data, indent=1))
     return {name: len(docs) for name, docs in data.items()}
 

@@ -40,93 +40,50 @@ What is uploaded, and when (one rule each):
     (``"glucotwin"``). Nightscout de-duplicates treatments on ``created_at`` +
     ``eventType``.
 
-``devicestatus``, one per completed cycle, in the OpenAPS shape
-    ``{"device": "openaps://glucotwin", "created_at", "openaps": {"iob",
-    "suggested", "enacted"}, "pump": {"clock", "status"}}``, so that
-    Nightscout's OpenAPS pill shows the loop's state and its forecast lines
-    show the twin's forecast:
+``devicestatus``, one per completed cycle
+    What Nightscout's OpenAPS, Loop, pump and uploader-battery pills read:
+    ``openaps.iob`` / ``suggested`` / ``enacted`` (with ``predBGs`` ``IOB``, ``ZT``,
+    ``UAM``, ``COB``), ``pump`` from the pump's own status, ``uploader`` where the
+    device has a battery, and Loop's ``loop`` object. Field by field in
+    :mod:`controller.loop.nightscout.devicestatus` (and the lines in
+    :mod:`~controller.loop.nightscout.predictions`); ``carbsReq`` (whole grams) and
+    ``carbsReqWithin`` (minutes), as oref0's determine-basal reports them, while a
+    carbohydrate advice stands.
 
-    - ``iob``: ``{"iob", "timestamp"}``, insulin on board above the scheduled
-      basal (the safety supervisor's account, like OpenAPS' net IOB) at the
-      cycle's time: its confirmed bolus counts, its temp basal (not yet
-      delivered) does not.
-    - ``suggested``: what the controller decided (``bg``, ``temp``
-      ``"absolute"``, ``rate``, ``duration``, ``units`` when a bolus,
-      ``reason``, ``IOB``, ``eventualBG``, ``sensitivityRatio``, ``predBGs``,
-      ``deliverAt``, ``timestamp``).
-    - ``enacted``: what the pump did with it: the same fields with the rate and
-      bolus the pump confirmed and ``received`` (true when the temp basal was
-      acknowledged; false with the pump's reason otherwise).
-    - ``predBGs``: 5-minute arrays of whole mg/dL (39..401, OpenAPS'
-      convention) starting at the cycle: ``IOB`` is the twin's forecast without
-      announced carbohydrates (insulin on board and the estimated
-      disturbance), ``COB`` the full forecast including them (only while the
-      carbohydrates change the forecast by 1 mg/dL or more). ``eventualBG`` is
-      the full forecast's last value. The arrays start at the twin's estimate
-      of glucose now, which differs from ``bg`` (the CGM) by the estimated
-      sensor error. They need the forecast, which the loop
-      passes in when it collects; cycles collected later (after a restart)
-      have no ``predBGs``.
-    - ``carbsReq`` (whole grams) and ``carbsReqWithin`` (minutes), as oref0's determine-basal
-      reports them, while a carbohydrate advice stands (every cycle it stands), and the
-      advice in ``reason`` (oref0's "N add'l carbs req w/in Mm", then the advice's message);
-      a high or site-check advice adds its message to ``reason``.
-    - ``sensitivityRatio`` is OpenAPS' ratio (above 1: more insulin needed),
-      the inverse of the twin's insulin-sensitivity factor.
+``profile``, when it changes
+    :mod:`controller.loop.nightscout.profile` (queued by the loop, not from the journal).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
+
+from controller.loop.nightscout.devicestatus import (
+    CycleEvents,
+    CycleExtras,
+    Enactment,
+    advice_of,
+    devicestatus,
+    epoch_ms,
+    iso_z,
+    parse_time,
+)
+from controller.loop.nightscout.devicestatus import finite as _finite
+from controller.loop.nightscout.devicestatus import grams as _carbs
+from controller.loop.nightscout.devicestatus import minutes as _minutes
+from controller.loop.nightscout.devicestatus import units as _units
+from controller.loop.nightscout.insulin import IobParts
+from controller.loop.nightscout.predictions import pred_bgs  # noqa: F401 - re-exported (tests, older callers)
 
 DEVICE = "openaps://glucotwin"
 ENTERED_BY = "glucotwin"
-COLLECTIONS = ("entries", "treatments", "devicestatus")
-PRED_STEP_MIN = 5.0
-PRED_MIN_MG_DL, PRED_MAX_MG_DL = 39, 401
-PRED_MAX_POINTS = 48
-CARB_VISIBLE_MG_DL = 1.0
+COLLECTIONS = ("entries", "treatments", "devicestatus", "profile")
 DEXCOM_LOW_CODE = 39
 SENSOR_LOW_MG_DL = 40.0
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
 Doc = tuple[str, str, dict[str, Any]]
 """(collection, key, document): ``key`` is the document's stable identity (its Nightscout dedup fields)."""
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time from the journal; a naive one is UTC."""
-    t = datetime.fromisoformat(text)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def iso_z(t: datetime) -> str:
-    """``2025-01-01T05:03:00.000Z``: what Nightscout's ``toISOString()`` makes of a time."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def epoch_ms(t: datetime) -> int:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return (t - _EPOCH) // _MS
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _units(value: float) -> float:
-    """Insulin as Nightscout shows it: 3 decimals (the pump protocol's resolution)."""
-    return round(float(value), 3)
 
 
 # --- entries ------------------------------------------------------------------------------
@@ -191,30 +148,12 @@ def carb_treatment(time: datetime, carbs_g: float, notes: str = "") -> dict[str,
     return doc
 
 
-def advice_of(dose: dict[str, Any]) -> dict[str, Any] | None:
-    """The advice journaled with a decision's dose (``diagnostics.advice``), or None."""
-    advice = (dose.get("diagnostics") or {}).get("advice")
-    if not isinstance(advice, dict) or advice.get("kind") not in ("carbs", "high", "site_check"):
-        return None
-    return advice
-
-
 def announcement_treatment(time: datetime, advice: dict[str, Any]) -> dict[str, Any]:
     """New advice as a Nightscout ``Announcement`` (message and reason in ``notes``)."""
     notes = str(advice.get("message") or advice.get("kind"))
     if advice.get("reason"):
         notes = f"{notes} ({advice['reason']})"
     return {"eventType": "Announcement", "created_at": iso_z(time), "enteredBy": ENTERED_BY, "notes": notes}
-
-
-def _carbs(carbs_g: float) -> float | int:
-    value = round(float(carbs_g), 1)
-    return int(value) if value == int(value) else value
-
-
-def _minutes(minutes: float) -> float | int:
-    value = round(float(minutes), 3)
-    return int(value) if value == int(value) else value
 
 
 def ignored_announcement_treatment(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -234,22 +173,16 @@ def ignored_announcement_treatment(payload: dict[str, Any]) -> dict[str, Any] | 
 # --- one cycle ----------------------------------------------------------------------------
 
 
-@dataclass
-class CycleEvents:
-    """The journal events of one control cycle (payloads, with the times they were journaled)."""
+def cycle_documents(c: CycleEvents, extras: CycleExtras | dict[str, Any] | None = None, device: str = DEVICE,
+                    iob_parts: IobParts | None = None, loop_status: bool = True) -> list[Doc]:
+    """The treatments and the devicestatus of one completed cycle (see the module docstring).
 
-    cycle: int
-    decision: dict[str, Any]
-    delivery: dict[str, Any]
-    commands: list[dict[str, Any]] = field(default_factory=list)
-    replies: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    """seq -> (journal time, reply payload)"""
-    faults: list[dict[str, Any]] = field(default_factory=list)
-
-
-def cycle_documents(c: CycleEvents, forecast: dict[str, Any] | None = None,
-                    device: str = DEVICE) -> list[Doc]:
-    """The treatments and the devicestatus of one completed cycle (see the module docstring)."""
+    ``extras``: what the live loop adds (:class:`CycleExtras`); a plain dict is taken as the
+    twin's forecast alone (``Forecast.to_dict()``). ``iob_parts``: the bolus part of insulin
+    on board and the insulin activity, rebuilt from the journal's deliveries by the uploader.
+    """
+    if isinstance(extras, dict):
+        extras = CycleExtras(forecast=extras)
     inp = c.decision.get("input") or {}
     dose = c.decision.get("dose") or {}
     time = parse_time(inp["time"])
@@ -287,115 +220,7 @@ def cycle_documents(c: CycleEvents, forecast: dict[str, Any] | None = None,
         t = announcement_treatment(time, advice)
         docs.append(("treatments", treatment_key(t), t))
 
-    status = devicestatus(c, time, dose, temp, temp_reply, confirmed_rate, duration, bolus, forecast, device)
+    done = Enactment(temp, temp_reply, confirmed_rate, duration, bolus)
+    status = devicestatus(c, time, done, extras, iob_parts, device, loop_status)
     docs.append(("devicestatus", f"devicestatus|{device}|{status['created_at']}", status))
     return docs
-
-
-def devicestatus(c: CycleEvents, time: datetime, dose: dict[str, Any], temp: dict[str, Any] | None,
-                 temp_reply: tuple[str, dict[str, Any]] | None, confirmed_rate: float | None, duration: float,
-                 bolus_u: float, forecast: dict[str, Any] | None, device: str = DEVICE) -> dict[str, Any]:
-    inp = c.decision.get("input") or {}
-    diag = dose.get("diagnostics") or {}
-    stamp = iso_z(time)
-    iob_before = _finite(diag.get("iob_u"))
-    iob = None if iob_before is None else _units(iob_before + bolus_u)
-
-    suggested: dict[str, Any] = {"temp": "absolute", "rate": round(float(dose.get("basal_u_per_h", 0.0)), 3),
-                                 "duration": _minutes(duration), "reason": str(dose.get("reason", "")),
-                                 "deliverAt": stamp, "timestamp": stamp}
-    cgm = _finite(inp.get("cgm_mg_dl"))
-    if cgm is not None:
-        suggested["bg"] = int(round(cgm))
-    proposed_bolus = _finite(dose.get("bolus_u")) or 0.0
-    if proposed_bolus > 0:
-        suggested["units"] = _units(proposed_bolus)
-    if iob is not None:
-        suggested["IOB"] = iob
-    sensitivity = _finite(diag.get("sensitivity_factor"))
-    if sensitivity is not None and sensitivity > 0:
-        suggested["sensitivityRatio"] = round(1.0 / sensitivity, 2)
-    advice = advice_of(dose)
-    if advice is not None:
-        grams = _finite(advice.get("carbs_g"))
-        if advice["kind"] == "carbs" and grams is not None and grams > 0:
-            within = _finite(advice.get("by_min")) or 0.0
-            suggested["carbsReq"] = int(round(grams))
-            suggested["carbsReqWithin"] = int(round(within))
-            suggested["reason"] += (f"; {suggested['carbsReq']} add'l carbs req w/in {suggested['carbsReqWithin']}m: "
-                                    f"{advice.get('message', '')}")
-        else:
-            suggested["reason"] += f"; advice: {advice.get('message', '')}"
-    preds = pred_bgs(forecast) if forecast is not None else None
-    if preds:
-        suggested["predBGs"] = preds
-        suggested["eventualBG"] = (preds.get("COB") or preds["IOB"])[-1]
-
-    enacted: dict[str, Any] = {k: v for k, v in suggested.items() if k != "units"}
-    if temp_reply is not None:
-        enacted["timestamp"] = iso_z(parse_time(temp_reply[0]))
-    if confirmed_rate is not None:
-        enacted["received"] = True
-        enacted["rate"] = round(confirmed_rate, 3)
-    else:
-        enacted["received"] = False
-        enacted["reason"] = f"{enacted['reason']}; not enacted: {_why_not(temp, temp_reply, c.faults)}"
-    if bolus_u > 0:
-        enacted["units"] = bolus_u
-
-    openaps: dict[str, Any] = {"suggested": suggested, "enacted": enacted}
-    if iob is not None:
-        openaps["iob"] = {"iob": iob, "timestamp": stamp}
-    return {"device": device, "created_at": stamp, "openaps": openaps,
-            "pump": {"clock": stamp, "status": {"status": "normal", "bolusing": False, "suspended": False,
-                                                "timestamp": stamp}}}
-
-
-def _why_not(temp: dict[str, Any] | None, reply: tuple[str, dict[str, Any]] | None,
-             faults: list[dict[str, Any]]) -> str:
-    if temp is None:
-        return "no temp basal was commanded"
-    if reply is None:
-        what = next((f.get("what") for f in faults if f.get("seq") == temp.get("seq")), None)
-        return str(what or "no pump reply")
-    payload = reply[1]
-    detail = payload.get("reason") or ""
-    return f"pump {payload.get('status')}" + (f" ({detail})" if detail else "")
-
-
-def pred_bgs(forecast: dict[str, Any]) -> dict[str, list[int]] | None:
-    """OpenAPS ``predBGs`` from a twin forecast (``Forecast.to_dict()``): 5-minute whole mg/dL arrays."""
-    try:
-        h = [float(x) for x in forecast["horizons_min"]]
-        full = [float(x) for x in forecast["glucose_mg_dl"]]
-        carb = [float(x) for x in forecast.get("carb_effect_mg_dl") or [0.0] * len(full)]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not h or len(h) != len(full) or len(carb) != len(full) or not all(map(math.isfinite, full + carb + h)):
-        return None
-    no_carbs = [g - c for g, c in zip(full, carb)]
-    out = {"IOB": _resample(h, no_carbs)}
-    if max(abs(c) for c in carb) >= CARB_VISIBLE_MG_DL:
-        out["COB"] = _resample(h, full)
-    return out
-
-
-def _resample(h: list[float], g: list[float]) -> list[int]:
-    """Values at 0, 5, 10 ... minutes (linear between the forecast's horizons), clamped and rounded."""
-    out: list[int] = []
-    j = 0
-    k = 0
-    while len(out) < PRED_MAX_POINTS:
-        t = k * PRED_STEP_MIN
-        if t > h[-1] + 1e-9:
-            break
-        while j + 1 < len(h) and h[j + 1] < t:
-            j += 1
-        if j + 1 < len(h) and h[j + 1] > h[j]:
-            w = min(max((t - h[j]) / (h[j + 1] - h[j]), 0.0), 1.0)
-            value = g[j] + w * (g[j + 1] - g[j])
-        else:
-            value = g[j]
-        out.append(int(min(max(round(value), PRED_MIN_MG_DL), PRED_MAX_MG_DL)))
-        k += 1
-    return out

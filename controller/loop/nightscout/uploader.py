@@ -19,6 +19,14 @@ Tables (created next to the journal's ``events``; the journal's API is unchanged
 
     nightscout_outbox(id, collection, key UNIQUE, event_id, doc, state, attempts, note)
     nightscout_cursor(name PRIMARY KEY, event_id)
+    nightscout_profile(id, hash, start): every profile queued (:meth:`NightscoutUploader.queue_profile`)
+
+What the journal does not hold comes with :meth:`NightscoutUploader.collect`'s
+``extras`` (the live loop's forecasts, carbohydrate on board, the pump's
+status, the battery: :class:`~controller.loop.nightscout.devicestatus.CycleExtras`);
+the bolus part of insulin on board and the insulin activity are rebuilt from
+the journal's deliveries (:mod:`controller.loop.nightscout.insulin`) when the
+uploader is given the supervisor's insulin curve.
 
 ``state`` is ``pending``, or ``rejected`` for a document Nightscout refused
 on its own (a 4xx other than 401/403/408/429 for a batch of one); rejected
@@ -56,6 +64,7 @@ from controller.loop.nightscout.docs import (
     COLLECTIONS,
     DEVICE,
     CycleEvents,
+    CycleExtras,
     cycle_documents,
     entry_key,
     ignored_announcement_treatment,
@@ -63,6 +72,7 @@ from controller.loop.nightscout.docs import (
     reading_entry,
     treatment_key,
 )
+from controller.loop.nightscout.insulin import BookedDelivery, InsulinCurve, IobParts, iob_parts
 
 CURSOR_NAME = "upload"
 USER_AGENT = "glucotwin-uploader"
@@ -79,9 +89,12 @@ CREATE TABLE IF NOT EXISTS nightscout_outbox (
 );
 CREATE INDEX IF NOT EXISTS nightscout_outbox_pending ON nightscout_outbox(state, collection, id);
 CREATE TABLE IF NOT EXISTS nightscout_cursor (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nightscout_profile (id INTEGER PRIMARY KEY AUTOINCREMENT, hash TEXT NOT NULL,
+                                               start TEXT NOT NULL);
 """
 _EVENTS = ("reading", "announcement", "delivery")
 _CYCLE_WINDOW = 2000  # a cycle's decision, commands and replies lie this close before its delivery
+_MAX_DELIVERIES = 1500  # deliveries read back for insulin on board (10 h of action at 1-min cycles and more)
 
 
 def api_secret_hash(api_secret: str) -> str:
@@ -168,13 +181,16 @@ class NightscoutUploader:
     without waiting. ``upload_entries=False`` skips ``sgv`` entries (when the CGM
     app already uploads them). ``backfill_hours``: on first use (no cursor yet)
     only journal events from the last this-many hours (of journal time) are
-    uploaded; None uploads the whole journal.
+    uploaded; None uploads the whole journal. ``insulin``: the supervisor's insulin curve
+    and programmed basal, for ``openaps.iob``'s ``bolusiob``/``basaliob``/``activity``
+    (None: only ``iob``). ``loop_status``: add Loop's ``loop`` object to each devicestatus.
     """
 
     def __init__(self, journal_path: str | Path, post: Poster, *, device: str = DEVICE, upload_entries: bool = True,
                  batch_size: int = 100, base_backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  backfill_hours: float | None = 24.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> None:
+                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None,
+                 insulin: InsulinCurve | None = None, loop_status: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 < base_backoff_s <= max_backoff_s:
@@ -182,6 +198,8 @@ class NightscoutUploader:
         self.post = post
         self.device = device
         self.upload_entries = upload_entries
+        self.insulin = insulin
+        self.loop_status = loop_status
         self.batch_size = batch_size
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -236,12 +254,16 @@ class NightscoutUploader:
         with self._lock:
             return self._cursor() or 0
 
-    def collect(self, forecasts: dict[int, dict[str, Any]] | None = None, limit: int = 2000) -> int:
+    def collect(self, forecasts: dict[int, dict[str, Any]] | None = None, limit: int = 2000,
+                extras: dict[int, CycleExtras] | None = None) -> int:
         """Queue the documents of journal events after the cursor; returns how many were queued.
 
-        ``forecasts`` maps cycle numbers to the twin's forecast (``Forecast.to_dict()``) for
-        ``predBGs``. Never raises on a malformed event (it is skipped, and logged).
+        ``extras`` maps cycle numbers to what the live loop knows of them (:class:`CycleExtras`);
+        ``forecasts`` (older form) maps them to the twin's forecast alone (``Forecast.to_dict()``).
+        Never raises on a malformed event (it is skipped, and logged).
         """
+        live: dict[int, CycleExtras] = {k: CycleExtras(forecast=v) for k, v in (forecasts or {}).items()}
+        live.update(extras or {})
         queued = 0
         with self._lock:
             if not self._has_events_table():
@@ -257,7 +279,7 @@ class NightscoutUploader:
                 for event_id, kind, _time, cycle, payload in rows:
                     try:
                         for collection, key, doc in self._documents(event_id, kind, cycle, json.loads(payload),
-                                                                   forecasts or {}):
+                                                                   live):
                             docs.append((collection, key, event_id, doc))
                     except (KeyError, TypeError, ValueError) as err:
                         self.log(f"nightscout: journal event {event_id} ({kind}) not uploaded: {err!r}")
@@ -282,7 +304,7 @@ class NightscoutUploader:
         return queued
 
     def _documents(self, event_id: int, kind: str, cycle: int | None, payload: dict[str, Any],
-                   forecasts: dict[int, dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+                   extras: dict[int, CycleExtras]) -> list[tuple[str, str, dict[str, Any]]]:
         if kind == "reading":
             entry = reading_entry(payload) if self.upload_entries else None
             return [] if entry is None else [("entries", entry_key(entry), entry)]
@@ -296,8 +318,52 @@ class NightscoutUploader:
             if events is None:
                 self.log(f"nightscout: cycle {cycle} has a delivery but no decision in the journal; skipped")
                 return []
-            return cycle_documents(events, forecasts.get(cycle), self.device)
+            return cycle_documents(events, extras.get(cycle), self.device, self._iob_parts(event_id, events),
+                                   self.loop_status)
         return []
+
+    def _iob_parts(self, delivery_id: int, events: CycleEvents) -> IobParts | None:
+        """Bolus and basal insulin on board and the activity at the cycle, from the journal's deliveries."""
+        if self.insulin is None:
+            return None
+        now = parse_time(str((events.decision.get("input") or {})["time"]))
+        booked = []
+        rows = self._db.execute("SELECT time, payload FROM events WHERE kind = 'delivery' AND id <= ? "
+                                "ORDER BY id DESC LIMIT ?", (delivery_id, _MAX_DELIVERIES)).fetchall()
+        horizon_s = self.insulin.action_duration_min * 60.0
+        for t, payload in rows:
+            when = parse_time(t)
+            age_s = (now - when).total_seconds()
+            if age_s < 0 or age_s >= horizon_s:
+                continue
+            d = json.loads(payload)
+            basal = float(d.get("basal_u_per_h") or 0.0)
+            if d.get("from_pump"):  # booked from the pump's history: basal below the schedule never counts
+                basal = max(basal, self.insulin.scheduled_basal_u_per_h(when))
+            booked.append(BookedDelivery(when, basal, float(d.get("minutes") or 0.0), float(d.get("bolus_u") or 0.0)))
+        return iob_parts(booked, now, self.insulin)
+
+    # --- the profile ------------------------------------------------------------------------
+    def queue_profile(self, doc: dict[str, Any], content_hash: str) -> bool:
+        """Queue a profile document unless the last one queued had the same content; True when queued."""
+        with self._lock:
+            last = self._db.execute("SELECT hash FROM nightscout_profile ORDER BY id DESC LIMIT 1").fetchone()
+            if last is not None and last[0] == content_hash:
+                return False
+            start = str(doc.get("startDate", ""))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO nightscout_outbox(collection, key, event_id, doc) "
+                                 "VALUES ('profile', ?, ?, ?)",
+                                 (f"profile|{content_hash}|{start}", self._cursor() or 0,
+                                  json.dumps(doc, separators=(",", ":"), allow_nan=False)))
+                self._db.execute("INSERT INTO nightscout_profile(hash, start) VALUES (?, ?)", (content_hash, start))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._wake.set()
+        return True
 
     def _cycle_events(self, delivery_id: int, cycle: int, delivery: dict[str, Any]) -> CycleEvents | None:
         sql = ("SELECT kind, time, seq, payload FROM events WHERE id > ? AND id < ? AND cycle = ? "
