@@ -28,6 +28,7 @@ from sim.trial.priors import population_prior
 from twin.estimator import TwinEstimator
 from twin.personalize import personalize
 from ack_pump import AckPump
+from skip_reasons import skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2025, 1, 1, 6, 0)
@@ -299,7 +300,7 @@ def test_advice_is_journaled_with_each_decision_and_sent_to_nightscout_once_per_
 
 
 @pytest.mark.skipif(__import__("sim.hil.broker", fromlist=["find_mosquitto"]).find_mosquitto() is None,
-                    reason="needs a real mosquitto broker")
+                    reason=skip_reason("mosquitto"))
 def test_new_advice_is_published_on_its_own_retained_topic(tmp_path):
     import queue
     import time

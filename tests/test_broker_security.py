@@ -32,6 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sim.hil.broker import Mosquitto, find_mosquitto, free_port
+from skip_reasons import skip_reason
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto"
 WAIT_S = 5.0
@@ -42,8 +43,7 @@ _missing = [name for name, found in (("mosquitto", find_mosquitto()),
                                      ("openssl", shutil.which("openssl"))) if not found]
 pytestmark = pytest.mark.skipif(
     bool(_missing),
-    reason=f"broker security tests need a real mosquitto: {', '.join(_missing)} not installed "
-           "(Debian: apt-get install mosquitto openssl)")
+    reason=skip_reason("mosquitto", "mosquitto_passwd", "openssl"))
 
 SUBJECT, OTHER = "alice", "bob"
 ROLES = ("sensor", "loop", "pump", "app", "dashboard")

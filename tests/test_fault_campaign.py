@@ -38,8 +38,9 @@ from sim.hil.faults.plan import FAULT_TYPES, RANGE_FAULTS, make_plan
 from sim.hil.faults.relay import FaultRates, FaultRelay
 from sim.hil.faults.report import format_report
 from ack_pump import AckPump
+from skip_reasons import skip_reason
 
-needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto (installed by .ci/run)")
+needs_broker = pytest.mark.skipif(find_mosquitto() is None, reason=skip_reason("mosquitto"))
 KEY = bytes(range(32))
 DEVICE = "pump-fuzz"
 T0_MS = 1_795_428_000_000

@@ -20,9 +20,10 @@ from sim.hil.broker import find_mosquitto
 from sim.hil.rig import run_hil
 from sim.trial.protocol import TrialProtocol
 from sim.trial.run import run_trial
+from skip_reasons import skip_reason
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
-                                reason="needs mosquitto and socat (installed by .ci/run)")
+                                reason=skip_reason("mosquitto", "socat"))
 
 
 def test_hil_equals_the_in_process_trial_and_journals_everything(tmp_path, monkeypatch):

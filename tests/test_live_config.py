@@ -293,7 +293,7 @@ def test_constants_agree_with_the_components_they_describe():
 
 def test_every_hil_generated_config_loads():
     """sim/hil/rig.py writes a loop config per patient with profile_to_toml; all 30 must keep loading."""
-    pytest.importorskip("simglucose")
+    pytest.importorskip("simglucose", reason="needs simglucose (the sim extra): pip install 'glucotwin[sim]'")
     from sim.trial.cohort import clinical_profile
     from sim.hil.rig import loop_config_text
     from sim.hil.nightscout import NightscoutTarget, nightscout_section

@@ -24,10 +24,11 @@ from controller.loop.journal import Journal
 from sensors.mqtt_source import MqttCgmPublisher, MqttSettings
 from sensors.reading import GlucoseReading
 from sim.hil.broker import Mosquitto, find_mosquitto
+from skip_reasons import skip_reason
 from test_live_run import CONFIG, wait_for
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
-                                reason="needs mosquitto and socat (installed by .ci/run)")
+                                reason=skip_reason("mosquitto", "socat"))
 
 
 class Rig:

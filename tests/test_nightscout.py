@@ -24,6 +24,7 @@ from sensors.nightscout.receiver import NightscoutReceiver
 from sensors.reading import GlucoseReading, Rejected
 from twin.personalize import default_prior, personalize
 from twin.profile import PatientProfile, flat_basal
+from skip_reasons import skip_reason
 
 SECRET = "correct horse battery"
 T0 = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
@@ -548,7 +549,7 @@ def test_sensor_transport_nightscout_runs_the_receiver(tmp_path):
 # --- end to end: a HIL loop process uploads to the receiver -------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat and mosquitto (installed by .ci/run)")
+@pytest.mark.skipif(shutil.which("socat") is None, reason=skip_reason("socat", "mosquitto"))
 def test_hil_loop_uploads_to_nightscout(tmp_path):
     from sim.hil.broker import find_mosquitto
     from sim.hil.rig import run_hil
@@ -556,7 +557,7 @@ def test_hil_loop_uploads_to_nightscout(tmp_path):
     from sim.trial.protocol import TrialProtocol
 
     if find_mosquitto() is None:
-        pytest.skip("needs mosquitto")
+        pytest.skip(skip_reason("mosquitto"))
     protocol = TrialProtocol(arm="hcl", days=0.1, start=datetime(2025, 1, 1, 5, 0))  # breakfast is announced
     with NightscoutReceiver("127.0.0.1", 0, SECRET) as receiver:
         run_hil(["adult#003"], protocol, tmp_path, progress=False,

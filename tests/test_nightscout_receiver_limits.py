@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from sensors.nightscout.receiver import NightscoutReceiver
 from sensors.nightscout.server import LISTEN_BACKLOG
 from sensors.reading import GlucoseReading
+from skip_reasons import skip_reason
 
 SECRET = "correct horse battery"
 HASH = hashlib.sha1(SECRET.encode()).hexdigest()
@@ -308,7 +309,7 @@ def test_a_non_loopback_bind_without_tls_warns():
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("needs openssl (Debian: apt-get install openssl)")
+        pytest.skip(skip_reason("openssl"))
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

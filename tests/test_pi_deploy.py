@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from controller.loop.systemd_notify import Notifier
+from skip_reasons import skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "systemd" / "glucotwin.service"
@@ -36,7 +37,7 @@ def test_unit_file_has_what_the_loop_needs():
     assert "glucotwin run --config" in d["ExecStart"][0]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason=skip_reason("systemd-analyze"))
 def test_unit_file_verifies(tmp_path):
     unit = tmp_path / "glucotwin.service"
     unit.write_text(UNIT.read_text().replace("/opt/glucotwin/venv/bin/glucotwin", sys.executable))
@@ -70,7 +71,7 @@ def test_live_path_imports_no_simulator_pandas_or_matplotlib():
 
 
 @pytest.mark.skipif(shutil.which("socat") is None or shutil.which("mosquitto") is None and
-                    not os.path.exists("/usr/sbin/mosquitto"), reason="needs mosquitto and socat")
+                    not os.path.exists("/usr/sbin/mosquitto"), reason=skip_reason("mosquitto", "socat"))
 def test_the_running_loop_sends_ready_and_watchdog(tmp_path, monkeypatch):
     from sim.hil.broker import Mosquitto
     from sim.hil.rig import start_patient_processes

@@ -22,12 +22,13 @@ import pytest
 
 from firmware_bridge.protocol import Ack, Command, Nak, NakReason, PumpStatus, decode_reply
 from firmware_bridge.pump_link import PumpLink
+from skip_reasons import skip_reason
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
 DEV = "pump-0001"
 
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason=skip_reason("socat"))
 
 
 def now_ms() -> int:
@@ -342,7 +343,7 @@ def _mqtt_available() -> bool:
     return find_mosquitto() is not None
 
 
-needs_mosquitto = pytest.mark.skipif(not _mqtt_available(), reason="mosquitto is not installed")
+needs_mosquitto = pytest.mark.skipif(not _mqtt_available(), reason=skip_reason("mosquitto"))
 
 
 @needs_mosquitto
@@ -429,7 +430,8 @@ def test_pump_over_tls_with_passwords_under_the_shipped_acl(tmp_path: Path) -> N
     """loop-alice commands pump-1 of subject alice through mqtts with the deployment ACL."""
     if not (shutil.which("openssl") and shutil.which("mosquitto_passwd") and MAKE_CERTS.exists()
             and SHIPPED_ACL.exists()):
-        pytest.skip("needs openssl, mosquitto_passwd, deploy/mosquitto/make-certs.sh and deploy/mosquitto/acl")
+        pytest.skip(skip_reason("openssl", "mosquitto_passwd",
+                                also="and the repository's deploy/mosquitto/make-certs.sh and deploy/mosquitto/acl"))
     from firmware_bridge.mqtt_transport import MqttTransport
     from firmware_bridge.transport import TransportError
     from sim.hil.broker import Mosquitto, free_port

@@ -17,8 +17,9 @@ import pytest
 from sim.cli import main
 from sim.trial.metrics import glucose_metrics
 from sim.report import agp_percentiles, tir_segments
+from skip_reasons import skip_reason
 
-pytest.importorskip("matplotlib")
+pytest.importorskip("matplotlib", reason="needs matplotlib (the sim extra): pip install 'glucotwin[sim]'")
 
 DATA = Path(__file__).parent / "data"
 PATIENTS = ["adult#001", "child#001"]
@@ -169,7 +170,7 @@ def _chromium() -> str | None:
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("no chromium binary (chromium, chromium-browser or /usr/bin/chromium): apt-get install chromium")
+        pytest.skip(skip_reason("chromium"))
     from matplotlib.image import imread
 
     page = runs / "compare.html"

@@ -47,9 +47,10 @@ from sensors.nightscout.entry import (
 )
 from sensors.reading import GlucoseReading, Rejected
 from sim.hil.broker import Mosquitto, find_mosquitto, free_port
+from skip_reasons import skip_reason
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None,
-                                reason="needs a real mosquitto broker (Debian: apt-get install mosquitto)")
+                                reason=skip_reason("mosquitto"))
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -464,7 +465,7 @@ MAKE_CERTS = ROOT / "deploy" / "mosquitto" / "make-certs.sh"
 @pytest.fixture(scope="module")
 def tls_broker():
     if not (shutil.which("openssl") and shutil.which("mosquitto_passwd") and MAKE_CERTS.exists()):
-        pytest.skip("TLS test needs openssl, mosquitto_passwd and deploy/mosquitto/make-certs.sh")
+        pytest.skip(skip_reason("openssl", "mosquitto_passwd", also="and the repository's deploy/mosquitto/make-certs.sh"))
     # Not under pytest's 0700 tmp: mosquitto started as root drops to the mosquitto user,
     # which must read these throwaway test files.
     certs = Path(tempfile.mkdtemp(prefix="glucotwin-tls-test-"))

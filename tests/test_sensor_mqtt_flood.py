@@ -22,6 +22,7 @@ from sensors._queue import MAX_QUEUED_ITEMS, OVERFLOW, BoundedItems
 from sensors.mqtt_source import MqttCgmSource, MqttSettings
 from sensors.reading import GlucoseReading, Rejected
 from sim.hil.broker import Mosquitto, find_mosquitto
+from skip_reasons import skip_reason
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 WAIT_S = 10.0
@@ -36,7 +37,7 @@ def _rss_kib() -> int:
 @pytest.fixture(scope="module")
 def broker():
     if find_mosquitto() is None:
-        pytest.skip("needs a real mosquitto broker (Debian: apt-get install mosquitto)")
+        pytest.skip(skip_reason("mosquitto"))
     with Mosquitto() as b:
         yield b
 

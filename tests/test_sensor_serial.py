@@ -36,6 +36,7 @@ from sensors.serial.frames import (
     parse_text_line,
 )
 from sensors.serial.source import SerialCgmSource
+from skip_reasons import skip_reason
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 10, 7, 30, tzinfo=UTC)
@@ -438,7 +439,7 @@ class SocatPair:
             self.proc = None
 
 
-@pytest.mark.skipif(SOCAT is None, reason="socat is not installed (Debian: apt-get install socat)")
+@pytest.mark.skipif(SOCAT is None, reason=skip_reason("socat"))
 def test_disconnect_and_reopen_through_socat(tmp_path):
     pair = SocatPair(tmp_path)
     pair.start()

@@ -25,10 +25,11 @@ from controller.loop.whatif_service import sign
 from sensors.reading import GlucoseReading
 from sim.hil.broker import Mosquitto, find_mosquitto
 from test_live_run import wait_for
+from skip_reasons import skip_reason
 from test_live_safety import Rig
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None or shutil.which("socat") is None,
-                                reason="needs mosquitto and socat (installed by .ci/run)")
+                                reason=skip_reason("mosquitto", "socat"))
 
 BASE = "glucotwin/bench"
 
