@@ -124,13 +124,13 @@ def _cohort_comparison(results: list) -> str:
     """One line per controller: cohort and group TIR and time below range on true BG."""
     plural = {"adolescent": "adolescents", "adult": "adults", "child": "children"}
     lines = ["comparison (true BG, % of samples; groups are means over patients):",
-             f"{'controller':<44}{'group':<13}{'TIR':>6}{'<70':>6}{'<54':>6}{'>180':>6}{'>250':>6}{'mean':>6}"]
+             f"{'controller':<44}{'group':<17}{'TIR':>6}{'<70':>6}{'<54':>6}{'>180':>6}{'>250':>6}{'mean':>6}"]
     for label, summary in results:
         rows = [("all", summary["cohort"])] + list(summary["groups"].items())
         for i, (group, agg) in enumerate(rows):
             bg = agg["bg"]
             name = label.split(" ")[0] if i == 0 else ""
-            lines.append(f"{name:<44}{plural.get(group, group) + ' (' + str(agg['n']) + ')':<13}{bg['in_range_70_180']:6.1f}"
+            lines.append(f"{name:<44}{plural.get(group, group) + ' (' + str(agg['n']) + ')':<17}{bg['in_range_70_180']:6.1f}"
                          f"{bg['below_70']:6.1f}{bg['below_54']:6.1f}{bg['above_180']:6.1f}{bg['above_250']:6.1f}"
                          f"{bg['mean']:6.0f}")
     return "\n".join(lines)
