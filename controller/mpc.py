@@ -115,11 +115,13 @@ class ZoneMPC:
         return [(0.0, first), (first, s.block_end_min), (s.block_end_min, s.horizon_min)]
 
     def solve(self, estimator: Any, cycle_min: float, scheduled_u_per_h: float, max_basal_u_per_h: float,
-              max_bolus_u: float, min_bolus_u: float = 0.0) -> MPCResult:
+              max_bolus_u: float, min_bolus_u: float = 0.0, target_mg_dl: float | None = None) -> MPCResult:
         """Propose (basal for this cycle, bolus now) from the estimator's current twin.
 
         ``min_bolus_u`` is a bolus decided before the MPC (the meal bolus): the plan
-        starts from it and may add to it, and the basal may still go down to zero."""
+        starts from it and may add to it, and the basal may still go down to zero.
+        ``target_mg_dl`` is this cycle's target (the profile's schedule, or a temporary
+        target); None: the one the controller was built with."""
         tic = time.perf_counter()
         s = self.settings
         steps = int(round(s.horizon_min / s.step_min))
@@ -148,8 +150,9 @@ class ZoneMPC:
         min_bolus_u = min(max(min_bolus_u, 0.0), max_bolus_u)
         u_nominal[0] += min_bolus_u  # moving away from the meal bolus costs, not the bolus itself
 
-        low = self.target_mg_dl - s.zone_low_offset_mg_dl
-        high = self.target_mg_dl + s.zone_high_offset_mg_dl
+        target = self.target_mg_dl if target_mg_dl is None else target_mg_dl
+        low = target - s.zone_low_offset_mg_dl
+        high = target + s.zone_high_offset_mg_dl
         hypo = s.hypo_line_mg_dl + s.hypo_margin_mg_dl_per_h * t / MIN_PER_H
         weights = np.ones(steps + 1)
         weights[0] = 0.0  # the present cannot be changed

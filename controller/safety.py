@@ -261,11 +261,12 @@ class SafetySupervisor:
         while self.deliveries and (time - self.deliveries[0].time) > horizon:
             self.deliveries.popleft()
 
-    def correction_insulin_u(self, glucose_mg_dl: float) -> float:
-        """Insulin that brings ``glucose_mg_dl`` to the target by the profile's correction
-        factor (0 at or below the target)."""
-        excess = glucose_mg_dl - self.profile.target_mg_dl
-        return max(excess, 0.0) / self.profile.correction_factor_mg_dl_per_u
+    def correction_insulin_u(self, glucose_mg_dl: float, minute_of_day: float = 0.0) -> float:
+        """Insulin that brings ``glucose_mg_dl`` to the profile's scheduled target by its scheduled
+        correction factor at ``minute_of_day`` (0 at or below the target). Temporary targets do not
+        move it: the supervisor judges against the clinical settings only."""
+        excess = glucose_mg_dl - self.profile.target_at(minute_of_day)
+        return max(excess, 0.0) / self.profile.correction_factor_at(minute_of_day)
 
     def iob_u(self, now: datetime) -> float:
         """Net insulin on board above the scheduled basal (may be negative after a suspension)."""
@@ -354,16 +355,17 @@ class SafetySupervisor:
             change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
         # insulin on board above scheduled basal after this cycle must stay within the IOB limit
         meal_share = self.meal_learner.share
-        meal_insulin = meal_share * self.carbs_on_board_g(now) / self.profile.carb_ratio_g_per_u
+        minute = now.hour * 60 + now.minute
+        meal_insulin = meal_share * self.carbs_on_board_g(now) / self.profile.carb_ratio_at(minute)
         correction_share = self.correction_learner.share
         correction_limit = lim.max_iob_u * correction_share
         why = f"max {correction_limit:.2f} U" + (f" ({correction_share:.2f} x {lim.max_iob_u:.2f})" if correction_share != 1.0 else "")
         if lim.correction_iob_to_target:
             # the bolus calculator's correction shrinks only once lows have lowered the share
-            needed = self.correction_insulin_u(glucose) * min(1.0, correction_share / lim.correction_share_initial)
+            needed = self.correction_insulin_u(glucose, minute) * min(1.0, correction_share / lim.correction_share_initial)
             if needed < correction_limit:
                 correction_limit = needed
-                why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_mg_dl:.0f} target"
+                why = f"{needed:.2f} U corrects {glucose:.0f} mg/dL to the {self.profile.target_at(minute):.0f} target"
         limit = max(correction_limit, meal_insulin)
         added = bolus + max(basal - scheduled, 0.0) * cycle_min / 60.0
         # insulin withheld (negative IOB, e.g. after a suspension for a low) is not owed back:

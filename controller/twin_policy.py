@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.advice import AdviceSettings, Advisor, CycleFacts, binding_cap
+from controller.temp_target import TempTarget, TempTargets
 from controller.decision_record import build_record, estimator_state, supervisor_state
 from controller.meal_bolus import MealBolusSettings, decide_meal_bolus
 from controller.mpc import MPCSettings, ZoneMPC
@@ -84,6 +85,7 @@ class TwinMPCPolicy:
         self.estimator: TwinEstimator | None = None
         self.supervisor = SafetySupervisor(self.profile, self.limits)
         self.advisor = Advisor(self.settings.advice) if self.settings.advice is not None else None
+        self.temp_targets = TempTargets()
         self.last_cycle_ms = float("nan")
         self._insulin_before_twin = False  # pump-history insulin booked before the twin existed
 
@@ -99,6 +101,17 @@ class TwinMPCPolicy:
             # the forecast after the dose, split into its causes (explains the decision)
             self.last_record["output"]["forecast"] = self.estimator.forecast(180.0).to_dict()
         return dose
+
+    def set_temp_target(self, tt: TempTarget) -> None:
+        """A temporary target (or its cancellation) from the person (:mod:`controller.temp_target`)."""
+        self.temp_targets.set(tt)
+
+    def target_at(self, time: datetime) -> tuple[float, TempTarget | None]:
+        """The controller's target at ``time``: a running temporary target's, else the profile's schedule."""
+        tt = self.temp_targets.active(time)
+        if tt is not None:
+            return tt.target_mg_dl, tt
+        return self.profile.target_at(time.hour * 60 + time.minute), None
 
     def record_delivery(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
         """Book insulin the pump confirmed: the twin and the supervisor's insulin on board."""
@@ -141,6 +154,7 @@ class TwinMPCPolicy:
         est = self.estimator
         minute = inp.time.hour * 60 + inp.time.minute
         scheduled = self.profile.basal_u_per_h_at(minute)
+        target, temp_target = self.target_at(inp.time)
         if inp.announced_carbs_g > 0:
             est.add_carbs(inp.announced_carbs_g)
             self.supervisor.announce_carbs(inp.time, inp.announced_carbs_g)
@@ -157,10 +171,10 @@ class TwinMPCPolicy:
                 glucose_now = inp.cgm_mg_dl if outcome.accepted and inp.cgm_mg_dl is not None else est.glucose_mg_dl
                 p = self.profile
                 meal = decide_meal_bolus(est, inp.announced_carbs_g, glucose_now, self.supervisor.iob_u(inp.time),
-                                         p.target_mg_dl, p.carb_ratio_g_per_u, p.correction_factor_mg_dl_per_u,
+                                         target, p.carb_ratio_at(minute), p.correction_factor_at(minute),
                                          scheduled, self.settings.meal_bolus)
             result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u,
-                                    min_bolus_u=meal.bolus_u if meal is not None else 0.0)
+                                    min_bolus_u=meal.bolus_u if meal is not None else 0.0, target_mg_dl=target)
             mpc_status = result.status
             reason = _explain(result, scheduled)
             if meal is not None:
@@ -190,8 +204,12 @@ class TwinMPCPolicy:
             "safety": "; ".join(a.rule for a in safe.adjustments),
             "cycle_ms": self.last_cycle_ms,
             "advice": advice,
+            "target_mg_dl": target,
         }
         reason = safe.reason
+        if temp_target is not None:
+            diagnostics["temp_target"] = temp_target.to_dict()
+            reason = f"{reason}; temporary target: {temp_target.describe()}"
         if restarted:
             diagnostics["twin_restart"] = restarted
             reason = f"{reason}; {restarted}"
@@ -207,7 +225,8 @@ class TwinMPCPolicy:
         try:
             cap = binding_cap([a.rule for a in safe.adjustments], proposal.basal_u_per_h, proposal.bolus_u,
                               max_basal, self.limits.max_bolus_u)
-            facts = CycleFacts(inp.time, inp.cgm_mg_dl, safe.iob_u, self.profile.correction_factor_mg_dl_per_u,
+            facts = CycleFacts(inp.time, inp.cgm_mg_dl, safe.iob_u,
+                               self.profile.correction_factor_at(inp.time.hour * 60 + inp.time.minute),
                                dose.basal_u_per_h, dose.bolus_u, cap)
             advice = self.advisor.cycle(est, facts, inp.announced_carbs_g)
         except Exception as exc:  # noqa: BLE001 - advice is never worth a cycle

@@ -202,16 +202,18 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
             announced = copy.deepcopy(est)
             announced.predict(now)
             announced.add_carbs(carbs)
+            minute = now.hour * 60 + now.minute
             meal_bolus = decide_meal_bolus(announced, carbs, float(glucose[k]), supervisor.iob_u(now),
-                                           profile.target_mg_dl, profile.carb_ratio_g_per_u,
-                                           profile.correction_factor_mg_dl_per_u, scheduled, policy.settings.meal_bolus)
+                                           policy.target_at(now)[0], profile.carb_ratio_at(minute),
+                                           profile.correction_factor_at(minute), scheduled, policy.settings.meal_bolus)
         if meal_bolus is not None or since_solve >= every or plan_rate is None:
             # an unannounced meal: the loop sees what it has done so far, held (as its estimator's
             # disturbance would), not the rise still to come
             view = glucose[k:] - hidden[k:] + hidden[k]
             future = _LinearFuture(view, response)
             result = policy.mpc.solve(future, STEP_MIN, scheduled, max_basal, limits.max_bolus_u,
-                                      min_bolus_u=meal_bolus.bolus_u if meal_bolus is not None else 0.0)
+                                      min_bolus_u=meal_bolus.bolus_u if meal_bolus is not None else 0.0,
+                                      target_mg_dl=policy.target_at(now)[0])
             reason = result.status if meal_bolus is None else f"{meal_bolus.reason}; {result.status}"
             proposal = Dose(result.basal_u_per_h, result.bolus_u, reason)
             plan_rate = min(result.plan_u_per_h[1], max_basal) if len(result.plan_u_per_h) > 1 else scheduled

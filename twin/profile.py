@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from twin.schedule import Schedule, check_schedule, schedule_from_list, schedule_to_list, value_at
+
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -42,6 +44,10 @@ class PatientProfile:
     age_years: age.
     basal_schedule: programmed basal segments, first one starting at 0 min.
     target_mg_dl: glucose target of the controller.
+    carb_ratio_schedule, correction_factor_schedule, target_schedule: the same settings by time of
+        day (:mod:`twin.schedule`), as pumps and Nightscout hold them; empty: the single value all
+        day. The single values stay the day's reference (the twin is personalized from them); the
+        loop doses with the schedule's value at each time (:meth:`carb_ratio_at` and the like).
     """
 
     name: str
@@ -52,6 +58,9 @@ class PatientProfile:
     age_years: float
     basal_schedule: tuple[BasalSegment, ...] = field(default_factory=tuple)
     target_mg_dl: float = 120.0
+    carb_ratio_schedule: Schedule = ()
+    correction_factor_schedule: Schedule = ()
+    target_schedule: Schedule = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -72,6 +81,25 @@ class PatientProfile:
             raise ValueError("basal_schedule must start at minute 0 (midnight)")
         if any(b <= a for a, b in zip(starts, starts[1:])):
             raise ValueError("basal_schedule segments must be in strictly increasing start order")
+        check_schedule(self.carb_ratio_schedule, "carb_ratio_schedule", 1.0, 150.0)
+        check_schedule(self.correction_factor_schedule, "correction_factor_schedule", 2.0, 500.0)
+        check_schedule(self.target_schedule, "target_schedule", 80.0, 200.0)
+
+    def carb_ratio_at(self, minute_of_day: float) -> float:
+        """Grams covered by 1 U at a minute of the day (g/U)."""
+        return value_at(self.carb_ratio_schedule, minute_of_day, self.carb_ratio_g_per_u)
+
+    def correction_factor_at(self, minute_of_day: float) -> float:
+        """Glucose drop per unit at a minute of the day (mg/dL/U)."""
+        return value_at(self.correction_factor_schedule, minute_of_day, self.correction_factor_mg_dl_per_u)
+
+    def target_at(self, minute_of_day: float) -> float:
+        """The scheduled glucose target at a minute of the day (mg/dL), before any temporary target."""
+        return value_at(self.target_schedule, minute_of_day, self.target_mg_dl)
+
+    @property
+    def has_schedules(self) -> bool:
+        return bool(self.carb_ratio_schedule or self.correction_factor_schedule or self.target_schedule)
 
     def basal_u_per_h_at(self, minute_of_day: float) -> float:
         """Programmed basal rate (U/h) at a minute of the day."""
@@ -105,6 +133,7 @@ class PatientProfile:
                 {"start_min": s.start_min, "rate_u_per_h": s.rate_u_per_h} for s in self.basal_schedule
             ],
             "target_mg_dl": self.target_mg_dl,
+            **{name: schedule_to_list(getattr(self, name)) for name in _SCHEDULES if getattr(self, name)},
         }
 
     @classmethod
@@ -122,9 +151,13 @@ class PatientProfile:
                 age_years=float(data["age_years"]),
                 basal_schedule=schedule,
                 target_mg_dl=float(data.get("target_mg_dl", 120.0)),
+                **{name: schedule_from_list(data.get(name)) for name in _SCHEDULES},
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete patient profile: {exc}") from exc
+
+
+_SCHEDULES = ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule")
 
 
 def flat_basal(rate_u_per_h: float) -> tuple[BasalSegment, ...]:

@@ -104,20 +104,27 @@ def _check_value(s: Setting, where: str, value: Any, ctx: Context) -> None:
             raise ConfigError(f"{where} = {toml_repr(value)}: must be {_range_text(s, lo, hi)}{detail}")
 
 
-def _basal(s: Setting, value: Any, ctx: Context) -> tuple[tuple[int, float], ...]:
-    where = s.name
+SCHEDULE_VALUE_KEYS = {"basal": "rate_u_per_h", "carb_ratio_schedule": "g_per_u",
+                       "correction_factor_schedule": "mg_dl_per_u", "target_schedule": "mg_dl"}
+"""The value's key in each time-of-day schedule's segments (``{start = "HH:MM", <key> = ...}``)."""
+
+
+def _segments(s: Setting, value: Any, ctx: Context) -> tuple[tuple[int, float], ...]:
+    """A time-of-day schedule: ``[{start = "HH:MM", <value key> = ...}, ...]`` from 00:00, increasing, each value
+    in the setting's range."""
+    where, vkey = s.name, SCHEDULE_VALUE_KEYS[s.key]
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where} = {toml_repr(value)}: must be a list of {{start = \"HH:MM\", rate_u_per_h = ...}}")
-    rate_setting = Setting("profile", "rate_u_per_h", "float", REQUIRED, s.reason, "U/h", s.low, s.high)
+        raise ConfigError(f"{where} = {toml_repr(value)}: must be a list of {{start = \"HH:MM\", {vkey} = ...}}")
+    rate_setting = Setting("profile", vkey, "float", REQUIRED, s.reason, s.unit, s.low, s.high)
     segments: list[tuple[int, float]] = []
     for i, seg in enumerate(value):
-        at = f"[profile] basal[{i}]"
+        at = f"[profile] {s.key}[{i}]"
         if not isinstance(seg, dict):
-            raise ConfigError(f"{at} = {toml_repr(seg)}: must be {{start = \"HH:MM\", rate_u_per_h = ...}}")
+            raise ConfigError(f"{at} = {toml_repr(seg)}: must be {{start = \"HH:MM\", {vkey} = ...}}")
         for key in seg:
-            if key not in ("start", "rate_u_per_h"):
-                raise _unknown(at, key, ["start", "rate_u_per_h"])
-        for key in ("start", "rate_u_per_h"):
+            if key not in ("start", vkey):
+                raise _unknown(at, key, ["start", vkey])
+        for key in ("start", vkey):
             if key not in seg:
                 raise ConfigError(f"{at} needs {key}")
         start = seg["start"]
@@ -129,8 +136,13 @@ def _basal(s: Setting, value: Any, ctx: Context) -> tuple[tuple[int, float], ...
             raise ConfigError(f"{at}.start = {toml_repr(start)}: the first segment must start at \"00:00\"")
         if segments and minute <= segments[-1][0]:
             raise ConfigError(f"{at}.start = {toml_repr(start)}: segments must be in increasing start order")
-        _check_value(rate_setting, f"{at}.rate_u_per_h", seg["rate_u_per_h"], ctx)
-        segments.append((minute, float(seg["rate_u_per_h"])))
+        _check_value(rate_setting, f"{at}.{vkey}", seg[vkey], ctx)
+        segments.append((minute, float(seg[vkey])))
+    return tuple(segments)
+
+
+def _basal(s: Setting, value: Any, ctx: Context) -> tuple[tuple[int, float], ...]:
+    segments = _segments(s, value, ctx)
     bounds = [m for m, _ in segments] + [1440]
     daily = sum(rate * (end - start) / 60.0 for (start, rate), end in zip(segments, bounds[1:]))
     lo, hi = (share * ctx.tdi for share in DAILY_BASAL_TDI_SHARE)
@@ -174,6 +186,8 @@ def check_config(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 value = given[s.key]
                 if s.kind == "basal":
                     value = _basal(s, value, ctx)
+                elif s.kind == "schedule":
+                    value = _segments(s, value, ctx)
                 else:
                     _check_value(s, s.name, value, ctx)
             elif s.default is REQUIRED:
@@ -187,4 +201,8 @@ def check_config(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             values[s.key] = value
             ctx.values[(section, s.key)] = value
         out[section] = values
+        if section == "profile" and values.get("target_schedule"):
+            # every range that refers to the target (the limits' thresholds) holds for the lowest scheduled one
+            ctx.values[("profile", "target_mg_dl")] = min([values["target_mg_dl"]]
+                                                          + [v for _, v in values["target_schedule"]])
     return out

@@ -11,6 +11,10 @@
     age_years = 35
     target_mg_dl = 120
     basal = [{start = "00:00", rate_u_per_h = 0.8}, {start = "06:00", rate_u_per_h = 1.0}]
+    # optional, by time of day (as the pump holds them); the single values above stay the day's reference
+    carb_ratio_schedule = [{start = "00:00", g_per_u = 12}, {start = "06:00", g_per_u = 9}, {start = "11:00", g_per_u = 12}]
+    correction_factor_schedule = [{start = "00:00", mg_dl_per_u = 50}, {start = "06:00", mg_dl_per_u = 45}]
+    target_schedule = [{start = "00:00", mg_dl = 120}, {start = "07:00", mg_dl = 110}, {start = "22:00", mg_dl = 120}]
 
     [twin]                         # optional
     prior = "prior.json"           # population prior (default: the one shipped in twin/data)
@@ -79,12 +83,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.advice import AdviceSettings
-from controller.loop.config.checks import check_config
+from controller.loop.config.checks import SCHEDULE_VALUE_KEYS, check_config
 from controller.loop.config.ranges import PUMP_MIN_KEY_BYTES, ConfigError
 from controller.loop.runtime import LoopSettings
 from controller.safety import SafetyLimits
 from controller.twin_policy import ControlSettings
 from twin.profile import BasalSegment, PatientProfile
+from twin.schedule import ScheduleSegment, format_clock
 
 if TYPE_CHECKING:
     from twin.personalize import PopulationPrior, Twin
@@ -251,7 +256,9 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
             name=p["name"], weight_kg=p["weight_kg"], total_daily_insulin_u=p["total_daily_insulin_u"],
             carb_ratio_g_per_u=p["carb_ratio_g_per_u"], correction_factor_mg_dl_per_u=p["correction_factor_mg_dl_per_u"],
             age_years=p["age_years"], target_mg_dl=p["target_mg_dl"],
-            basal_schedule=tuple(BasalSegment(start, rate) for start, rate in p["basal"]))
+            basal_schedule=tuple(BasalSegment(start, rate) for start, rate in p["basal"]),
+            **{key: tuple(ScheduleSegment(start, value) for start, value in p[key] or ())
+               for key in ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule")})
     except ValueError as exc:
         raise ConfigError(f"[profile]: {exc}") from None
     try:
@@ -356,6 +363,12 @@ def profile_to_toml(profile: PatientProfile) -> str:
     segments = ", ".join(f"{{start = \"{s.start_min // 60:02d}:{s.start_min % 60:02d}\", "
                          f"rate_u_per_h = {s.rate_u_per_h!r}}}" for s in profile.basal_schedule)
     lines.append(f"basal = [{segments}]")
+    for key in ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule"):
+        schedule = getattr(profile, key)
+        if schedule:
+            vkey = SCHEDULE_VALUE_KEYS[key]
+            items = ", ".join(f"{{start = \"{format_clock(s.start_min)}\", {vkey} = {float(s.value)!r}}}" for s in schedule)
+            lines.append(f"{key} = [{items}]")
     return "\n".join(lines) + "\n"
 
 

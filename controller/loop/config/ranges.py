@@ -232,6 +232,12 @@ _max_basal_hard = _min_of(_largest_basal_times(BASAL_SAFETY_MULTIPLIER), _basal_
                           doc="4 x the largest scheduled basal (oref0 current_basal_safety_multiplier), at most "
                               "AndroidAPS MAX_BASAL (child 2, teenage 5, adult 10 U/h)")
 
+# the scalar settings and their time-of-day schedules share their ranges
+_carb_ratio_low = _max_of(2.0, _per_tdi(100.0, "100 / TDI"), doc="100 / total_daily_insulin_u (at least 2)")
+_carb_ratio_high = _min_of(100.0, _per_tdi(2500.0, "2500 / TDI"), doc="2500 / total_daily_insulin_u (at most 100)")
+_correction_low = _max_of(2.0, _per_tdi(300.0, "300 / TDI"), doc="300 / total_daily_insulin_u (at least 2)")
+_correction_high = _min_of(500.0, _per_tdi(5400.0, "5400 / TDI"), doc="5400 / total_daily_insulin_u (at most 500)")
+
 
 def _capped_default(share: float, hard: Bound) -> Bound:
     def compute(ctx: Context) -> tuple[float, str]:
@@ -257,17 +263,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("profile", "carb_ratio_g_per_u", "float", REQUIRED,
             "AndroidAPS allows 2..100 g/U; within a factor of 5 of the 500 rule (500 / TDI): a slipped decimal "
             "point is refused, and a smaller ratio gives more insulin per gram", "g/U",
-            _max_of(2.0, _per_tdi(100.0, "100 / TDI"), doc="100 / total_daily_insulin_u (at least 2)"),
-            _min_of(100.0, _per_tdi(2500.0, "2500 / TDI"), doc="2500 / total_daily_insulin_u (at most 100)")),
+            _carb_ratio_low,
+            _carb_ratio_high),
     Setting("profile", "correction_factor_mg_dl_per_u", "float", REQUIRED,
             "AndroidAPS allows 2..1000 mg/dL/U; within 1/6..3 x the 1800 rule (1800 / TDI): a slipped decimal "
             "point is refused, and a smaller factor gives more insulin per mg/dL", "mg/dL/U",
-            _max_of(2.0, _per_tdi(300.0, "300 / TDI"), doc="300 / total_daily_insulin_u (at least 2)"),
-            _min_of(500.0, _per_tdi(5400.0, "5400 / TDI"), doc="5400 / total_daily_insulin_u (at most 500)")),
+            _correction_low,
+            _correction_high),
     Setting("profile", "target_mg_dl", "float", 120.0, "AndroidAPS LIMIT_TARGET_BG", "mg/dL", 80.0, 200.0),
     Setting("profile", "basal", "basal", REQUIRED,
             "each rate 0..AndroidAPS MAX_BASAL for the age group; the schedule's daily total within 10..90 % of "
             "total_daily_insulin_u (basal is part of the total)", "U/h", 0.0, _basal_cap),
+    Setting("profile", "carb_ratio_schedule", "schedule", None,
+            "carb ratio by time of day ({start = \"HH:MM\", g_per_u = ...}); each value in carb_ratio_g_per_u's "
+            "range; absent: carb_ratio_g_per_u all day", "g/U",
+            _carb_ratio_low,
+            _carb_ratio_high),
+    Setting("profile", "correction_factor_schedule", "schedule", None,
+            "correction factor by time of day ({start = \"HH:MM\", mg_dl_per_u = ...}); each value in "
+            "correction_factor_mg_dl_per_u's range; absent: correction_factor_mg_dl_per_u all day", "mg/dL/U",
+            _correction_low,
+            _correction_high),
+    Setting("profile", "target_schedule", "schedule", None,
+            "target by time of day ({start = \"HH:MM\", mg_dl = ...}); absent: target_mg_dl all day; the limits' "
+            "thresholds must hold for the lowest", "mg/dL", 80.0, 200.0),
     # --- [loop] --------------------------------------------------------------------------------------------
     Setting("loop", "cycle_min", "float", 5.0, "the CGM's sample period (Dexcom 5, Libre 1..5)", "min", 1.0, 15.0),
     Setting("loop", "clock", "choice", "system", "\"readings\": lockstep on reading times (HIL only)",

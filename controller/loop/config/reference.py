@@ -40,6 +40,11 @@ def _doc_default(s: Setting) -> str:
 def _doc_allowed(s: Setting) -> str:
     if s.kind == "basal":
         return f"list of {{start = \"HH:MM\", rate_u_per_h}}; rate {_doc_bound(s.low)} .. {_doc_bound(s.high)} U/h"
+    if s.kind == "schedule":
+        from controller.loop.config.checks import SCHEDULE_VALUE_KEYS
+
+        key = SCHEDULE_VALUE_KEYS[s.key]
+        return f"list of {{start = \"HH:MM\", {key}}} from 00:00; each {_doc_bound(s.low)} .. {_doc_bound(s.high)} {s.unit}"
     if s.choices:
         return " or ".join(toml_repr(c) for c in s.choices)
     if s.kind == "bool":
@@ -53,7 +58,7 @@ def _doc_allowed(s: Setting) -> str:
 
 
 _TYPE_DOC = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "choice": "string",
-             "basal": "array of tables"}
+             "basal": "array of tables", "schedule": "array of tables"}
 
 
 def render_markdown() -> str:
