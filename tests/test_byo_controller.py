@@ -333,7 +333,7 @@ def test_simglucose_analysis_reads_the_csvs(tmp_path, monkeypatch):
     ("no_such_module_xyz:Thing", "no module named 'no_such_module_xyz'"),
     ("byo_broken:Thing", "importing byo_broken failed: ModuleNotFoundError"),
     ("byo_bad:Missing", "module byo_bad has no attribute 'Missing'"),
-    ("byo_bad:NOT_A_CONTROLLER", "is a int, not a controller"),
+    ("byo_bad:NOT_A_CONTROLLER", "is of type int, not a controller"),
     ("byo_bad:NoPolicy", "class NoPolicy is not a controller: it does not implement policy()"),
     ("byo_bad:OnlyBase", "class OnlyBase is not a controller: it does not implement policy()"),
     ("byo_bad:NeedsSecret", "its parameter 'secret' has no default"),

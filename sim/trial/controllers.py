@@ -232,7 +232,7 @@ def user_controller_kind(obj, spec: str) -> str:
     if callable(obj):
         _check_policy_signature(obj, spec)
         return "callable"
-    raise UserControllerError(f"controller {spec!r} is a {type(obj).__name__}, not a controller: {_USAGE}")
+    raise UserControllerError(f"controller {spec!r} is of type {type(obj).__name__}, not a controller: {_USAGE}")
 
 
 class UserController(Controller):
