@@ -102,6 +102,25 @@ def test_the_uploader_battery_is_read_from_the_kernel_power_supply_class(tmp_pat
     assert read_battery(root) == {"percent": 81, "charging": True}
 
 
+def test_the_profile_store_holds_each_setting_by_time_of_day():
+    from controller.loop.nightscout.profile import content_hash, profile_store
+    from twin.profile import BasalSegment, PatientProfile
+    from twin.schedule import ScheduleSegment
+
+    profile = PatientProfile("ns", 70.0, 40.0, 12.0, 45.0, 35.0,
+                             (BasalSegment(0, 0.8), BasalSegment(390, 1.1)), 110.0,
+                             carb_ratio_schedule=(ScheduleSegment(0, 12.0), ScheduleSegment(360, 8.0)),
+                             correction_factor_schedule=(ScheduleSegment(0, 50.0), ScheduleSegment(1320, 60.0)))
+    store = profile_store(profile, 6.0)
+    assert store["carbratio"] == [{"time": "00:00", "value": 12.0, "timeAsSeconds": 0},
+                                  {"time": "06:00", "value": 8.0, "timeAsSeconds": 21600}]
+    assert [e["time"] for e in store["sens"]] == ["00:00", "22:00"] and store["sens"][1]["value"] == 60.0
+    assert store["basal"][1] == {"time": "06:30", "value": 1.1, "timeAsSeconds": 23400}
+    assert store["target_low"] == store["target_high"] == [{"time": "00:00", "value": 110.0, "timeAsSeconds": 0}]
+    assert store["dia"] == 6.0
+    assert content_hash(store) == content_hash(profile_store(profile, 6.0)) != content_hash(profile_store(profile, 5.0))
+
+
 # --- a real loop: pump firmware on a pty, receivers over HTTP ------------------------------------
 
 
