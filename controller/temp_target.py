@@ -78,12 +78,15 @@ class TempTarget:
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "duration_min": self.duration_min,
-                "target_mg_dl": self.target_mg_dl, "reason": self.reason, "source": self.source}
+                "target_mg_dl": None if self.cancels else self.target_mg_dl, "reason": self.reason,
+                "source": self.source}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TempTarget":
-        return cls(datetime.fromisoformat(data["start"]), float(data["duration_min"]), float(data["target_mg_dl"]),
-                   str(data.get("reason", "")), str(data.get("source", "")))
+        target = data.get("target_mg_dl")
+        return cls(datetime.fromisoformat(data["start"]), float(data["duration_min"]),
+                   float("nan") if target is None else float(target), str(data.get("reason", "")),
+                   str(data.get("source", "")))
 
 
 def from_preset(name: str, start: datetime, duration_min: float | None = None, source: str = "") -> TempTarget:
@@ -95,25 +98,32 @@ def from_preset(name: str, start: datetime, duration_min: float | None = None, s
     return TempTarget(start, p.duration_min if duration_min is None else duration_min, p.target_mg_dl, p.reason, source)
 
 
-def from_nightscout(doc: dict[str, Any]) -> TempTarget:
+def from_nightscout(doc: dict[str, Any], start: datetime | None = None, source: str = "nightscout") -> TempTarget:
     """A Nightscout ``Temporary Target`` treatment (``created_at``, ``duration`` min, ``targetBottom`` /
-    ``targetTop`` in the document's ``units``, ``reason``); ``duration`` 0 is a cancellation."""
-    if doc.get("eventType") != "Temporary Target":
-        raise ValueError(f"not a Temporary Target treatment: eventType {doc.get('eventType')!r}")
+    ``targetTop`` in the document's ``units``, ``reason``); ``duration`` 0 is a cancellation. ``start``
+    overrides ``created_at`` (a source that already parsed the treatment's time)."""
+    if not isinstance(doc, dict) or doc.get("eventType") != "Temporary Target":
+        what = doc.get("eventType") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"not a Temporary Target treatment: eventType {what!r}")
     try:
-        start = datetime.fromisoformat(str(doc["created_at"]).replace("Z", "+00:00"))
+        if start is None:
+            start = datetime.fromisoformat(str(doc["created_at"]).replace("Z", "+00:00"))
         duration = float(doc.get("duration", 0) or 0)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"Temporary Target treatment: {exc}") from None
+    if not math.isfinite(duration):
+        raise ValueError(f"Temporary Target treatment: duration {duration!r}")
     if duration == 0:
-        return TempTarget(start, 0.0, float("nan"), str(doc.get("reason", "") or "cancel"), "nightscout")
+        return TempTarget(start, 0.0, float("nan"), str(doc.get("reason", "") or "cancel"), source)
     try:
         low, high = float(doc["targetBottom"]), float(doc["targetTop"])
     except (KeyError, TypeError, ValueError):
         raise ValueError("Temporary Target treatment needs targetBottom and targetTop") from None
     if str(doc.get("units", "mg/dl")).lower().startswith("mmol") or max(low, high) < 30:
         low, high = low * NIGHTSCOUT_MG_DL_PER_MMOL_L, high * NIGHTSCOUT_MG_DL_PER_MMOL_L
-    return TempTarget(start, duration, round((low + high) / 2.0, 1), str(doc.get("reason", "") or ""), "nightscout")
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"Temporary Target treatment: targetBottom {low:g} above targetTop {high:g}")
+    return TempTarget(start, duration, round((low + high) / 2.0, 1), str(doc.get("reason", "") or ""), source)
 
 
 class TempTargets:

@@ -16,6 +16,11 @@ Topics, for ``topic_prefix`` P (default ``glucotwin``) and ``subject`` S:
         {"eventType": "Meal Bolus", "carbs": 45, "created_at": "2026-11-23T12:00:00.000Z",
          "date": 1795435200000, "enteredBy": "phone"}
 
+    and temporary targets (``duration`` 0 cancels; ``units`` "mg/dl" or "mmol")::
+
+        {"eventType": "Temporary Target", "reason": "Eating Soon", "targetBottom": 90, "targetTop": 90,
+         "duration": 45, "units": "mg/dl", "created_at": "2026-11-23T11:30:00.000Z"}
+
 ``P/S/status/<client_id>``
     retained ``online`` (published on every connect) / ``offline`` (published on a
     clean :meth:`close`, and registered as the MQTT last will, so the broker
@@ -57,7 +62,8 @@ from sensors.nightscout.entry import (
     announcement_to_treatment,
     entry_to_reading,
     reading_to_entry,
-    treatment_to_announcement,
+    TempTargetTreatment,
+    treatment_to_item,
 )
 from sensors.reading import GlucoseReading, Rejected
 
@@ -69,7 +75,7 @@ STATUS_OFFLINE = "offline"
 _RAW_MAX_CHARS = 200
 _MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
 
-Item = GlucoseReading | Rejected | CarbAnnouncement
+Item = GlucoseReading | Rejected | CarbAnnouncement | TempTargetTreatment
 
 
 def _check_topic_level(name: str, value: Any, allow_slash: bool = False) -> None:
@@ -428,7 +434,7 @@ def parse_message(topic: str, payload: bytes, settings: MqttSettings) -> list[It
             if kind == "cgm":
                 items.append(entry_to_reading(obj, subject=subject, transport=TRANSPORT))
             else:
-                items.append(treatment_to_announcement(obj, subject=subject, transport=TRANSPORT))
+                items.append(treatment_to_item(obj, subject=subject, transport=TRANSPORT))
         except Exception as err:  # noqa: BLE001 - e.g. RecursionError on a pathologically nested entry
             what = "entry" if kind == "cgm" else "treatment"
             items.append(Rejected(_raw_payload(payload), None, f"malformed {what}: {type(err).__name__}"))

@@ -52,7 +52,7 @@ from controller.loop.journal_lock import JournalLock, JournalLocked
 __all__ = ["Event", "Journal", "JournalCorrupt", "JournalLocked", "JournalWriteError", "KINDS"]
 
 KINDS = ("reading", "rejection", "announcement", "decision", "command", "reply", "delivery", "snapshot",
-         "startup", "fault")
+         "startup", "fault", "temp_target")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -39,6 +39,17 @@ class Announcement(Protocol):
 
 
 @runtime_checkable
+class TempTargetRequest(Protocol):
+    """A temporary target the person set (``sensors.nightscout.entry.TempTargetTreatment``): a Nightscout
+    ``Temporary Target`` treatment and its time."""
+
+    time: datetime
+    treatment: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class Rejection(Protocol):
     """Input a source could not use (``sensors.Rejected``)."""
 

@@ -33,7 +33,8 @@ from controller.loop.journal_buffer import BufferedAppender
 from controller.loop.journal_policy import carry_over_learning, replay_events
 from controller.policy import ControlInput, Dose
 from controller.loop.ports import (Announcement, GlucoseSource, PumpOrder, PumpOutcome, PumpPort, Reading,
-                              ReadingValidator, Rejection)
+                                   ReadingValidator, Rejection, TempTargetRequest)
+from controller.temp_target import TempTarget, from_nightscout
 from controller.twin_policy import TwinMPCPolicy
 
 
@@ -137,6 +138,7 @@ class ClosedLoop:
         sync = pump_history_sync.query_and_journal(self.pump, self.journal, self._append, self.policy, now)
         report.pump_history = sync.summary
         self.policy.reset()
+        self._restore_temp_targets()
         since = (now - timedelta(hours=self.settings.replay_hours)).isoformat()
         # what the supervisor learned outlives the replayed window: start from its state before it
         earlier = self.journal.last_before("decision", since)
@@ -167,6 +169,11 @@ class ClosedLoop:
                 carbs = key[1]
                 if math.isfinite(carbs) and carbs > 0:
                     self.pending_carbs_g += carbs
+
+    def _restore_temp_targets(self) -> None:
+        """Every journaled temporary target back into the policy (the one started last rules)."""
+        for event in self.journal.events("temp_target"):
+            self.policy.set_temp_target(TempTarget.from_dict(event.payload))
 
     def _replay(self, since: str, now: datetime) -> int:
         """Decisions and every delivery since ``since``, in time order, through the fresh policy."""
@@ -287,6 +294,15 @@ class ClosedLoop:
     def handle(self, item: Any) -> CycleResult | None:
         """Journal one item from a source; run a cycle when it is an accepted reading."""
         now = self.clock()
+        if isinstance(item, TempTargetRequest):
+            try:
+                tt = from_nightscout(item.treatment, start=item.time, source=getattr(item, "source", "") or "")
+            except ValueError as exc:
+                self._reject(now, item.to_dict(), f"temporary target refused: {exc}")
+                return None
+            self._append("temp_target", now.isoformat(), tt.to_dict())
+            self.policy.set_temp_target(tt)
+            return None
         if isinstance(item, Announcement) and not isinstance(item, Reading):
             key = (item.time.isoformat(), float(item.carbs_g))
             if key in self.announced:  # e.g. a QoS 1 re-delivery: the carbs were already counted

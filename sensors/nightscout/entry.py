@@ -171,6 +171,37 @@ class CarbAnnouncement:
         return cls(**fields_from_dict(cls, data, "carb announcement", ("time", "carbs_g", "source")))
 
 
+TEMP_TARGET_EVENT = "Temporary Target"
+
+
+@dataclass(frozen=True)
+class TempTargetTreatment:
+    """A Nightscout ``Temporary Target`` treatment as received; the controller reads its fields
+    (:func:`controller.temp_target.from_nightscout`), the source only finds its time."""
+
+    time: datetime
+    treatment: dict[str, Any]
+    source: str
+    subject: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "treatment": self.treatment, "source": self.source,
+                "subject": self.subject}
+
+
+def treatment_to_item(treatment: Any, subject: str = "",
+                      transport: str = NIGHTSCOUT_SOURCE) -> "CarbAnnouncement | TempTargetTreatment | Rejected":
+    """A carb treatment (:func:`treatment_to_announcement`) or a temporary target (kept whole, with its time)."""
+    if isinstance(treatment, dict) and treatment.get("eventType") == TEMP_TARGET_EVENT:
+        time = nightscout_time(treatment.get("date"), treatment.get("created_at"))
+        if isinstance(time, str):
+            return Rejected(raw_json(treatment), None, time)
+        entered_by = treatment.get("enteredBy")
+        source = f"{transport}:{entered_by}" if isinstance(entered_by, str) and entered_by.strip() else transport
+        return TempTargetTreatment(time.astimezone(UTC), treatment, source, subject)
+    return treatment_to_announcement(treatment, subject, transport)
+
+
 def treatment_to_announcement(treatment: Any, subject: str = "",
                               transport: str = NIGHTSCOUT_SOURCE) -> CarbAnnouncement | Rejected:
     """One decoded Nightscout treatment object to a :class:`CarbAnnouncement`, or a :class:`Rejected`.
