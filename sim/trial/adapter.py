@@ -91,6 +91,10 @@ class PolicyController(Controller):
         advice = row.pop("advice", None)
         if "advice" in self.last_dose.diagnostics:  # glucotwin's policy: advice columns on every row
             row.update(advice_columns(advice))
+        temp_target = row.pop("temp_target", None)
+        if "target_mg_dl" in row:  # glucotwin's policy: the target, and the temporary one's reason, on every row
+            row["temp_target"] = (f"{temp_target.get('reason') or 'temporary target'} "
+                                  f"{temp_target.get('target_mg_dl'):g} mg/dL") if isinstance(temp_target, dict) else ""
         return row
 
     def advice(self) -> dict[str, Any] | None:
