@@ -129,6 +129,20 @@ def test_carb_treatments_become_announcements_once(receiver):
     assert {d["created_at"] for d in receiver.treatments()} >= {"2026-01-01T07:00:00.000Z"}
 
 
+def test_a_temporary_target_posted_as_a_treatment_reaches_the_loop_once(receiver):
+    from sensors.nightscout.entry import TempTargetTreatment
+
+    tt = {"eventType": "Temporary Target", "reason": "Eating Soon", "targetBottom": 90, "targetTop": 90,
+          "duration": 45, "units": "mg/dl", "created_at": "2026-01-01T07:00:00.000Z", "enteredBy": "careportal"}
+    assert http("POST", f"{receiver.url}/api/v1/treatments", [tt])[0] == 200
+    items = receiver.poll(1.0)
+    assert [type(i) for i in items] == [TempTargetTreatment]
+    assert items[0].time == T0 + timedelta(hours=1) and items[0].treatment["duration"] == 45
+    assert items[0].source == "nightscout-api:careportal"
+    assert http("POST", f"{receiver.url}/api/v1/treatments", [tt])[0] == 200  # a retried upload
+    assert receiver.poll(0.2) == []
+
+
 def test_malformed_documents_are_rejected_with_reasons(receiver):
     url = f"{receiver.url}/api/v1/entries"
     bad = [entry(0, "abc"), entry(5, 5), {"type": "sgv", "sgv": 100}, "not an object", entry(10, 5000)]

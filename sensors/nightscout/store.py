@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 from sensors._queue import BoundedItems
 from sensors.files.nightscout import nightscout_number, nightscout_time, raw_json
-from sensors.nightscout.entry import CARB_EVENT_TYPES, CarbAnnouncement, entry_to_reading, treatment_to_announcement
+from sensors.nightscout.entry import (CARB_EVENT_TYPES, TEMP_TARGET_EVENT, CarbAnnouncement, TempTargetTreatment,
+                                      entry_to_reading, treatment_to_announcement, treatment_to_item)
 from sensors.reading import GlucoseReading, Rejected
 
 TRANSPORT = "nightscout-api"
@@ -171,8 +172,13 @@ class DocumentStore:
     def _treatment(self, doc: Any) -> dict[str, Any] | Rejected | None:
         if not isinstance(doc, dict):
             return Rejected(clip(raw_json(doc)), None, "malformed treatment: not a JSON object")
-        announcement: CarbAnnouncement | None = None
-        if announces_carbs(doc):
+        announcement: CarbAnnouncement | TempTargetTreatment | None = None
+        if doc.get("eventType") == TEMP_TARGET_EVENT:  # for the loop's controller (controller.temp_target)
+            parsed_target = treatment_to_item(doc, subject=self.subject, transport=TRANSPORT)
+            if isinstance(parsed_target, Rejected):
+                return parsed_target
+            announcement = parsed_target
+        elif announces_carbs(doc):
             parsed = treatment_to_announcement(
                 doc if doc.get("eventType") in CARB_EVENT_TYPES else {**doc, "eventType": "Carb Correction"},
                 subject=self.subject, transport=TRANSPORT)
