@@ -17,7 +17,7 @@ class BasalOnly:
         self.profile = profile
 
     def decide(self, inp: ControlInput) -> Dose:
-        minute = inp.time.hour * 60 + inp.time.minute + inp.time.second / 60.0
+        minute = self.profile.minute_of_day(inp.time) + inp.time.second / 60.0
         rate = self.profile.basal_u_per_h_at(minute)
         return Dose(basal_u_per_h=rate, bolus_u=0.0, reason="programmed basal")
 

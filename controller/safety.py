@@ -253,7 +253,7 @@ class SafetySupervisor:
 
     def delivered(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
         """Record insulin given (net of the scheduled basal counts toward IOB)."""
-        scheduled = self.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        scheduled = self.profile.basal_u_per_h_at(time)
         net = (basal_u_per_h - scheduled) * minutes / 60.0 + bolus_u
         if net:
             self.deliveries.append(Delivery(time, net))
@@ -308,7 +308,7 @@ class SafetySupervisor:
     def bound(self, proposal: Dose, now: datetime, cycle_min: float) -> SafeDose:
         """The safe version of ``proposal`` for the cycle starting ``now``."""
         lim = self.limits
-        scheduled = self.profile.basal_u_per_h_at(now.hour * 60 + now.minute)
+        scheduled = self.profile.basal_u_per_h_at(now)
         basal, bolus = proposal.basal_u_per_h, proposal.bolus_u
         adjustments: list[Adjustment] = []
         notes: list[str] = []
@@ -355,7 +355,7 @@ class SafetySupervisor:
             change("max_bolus", f"{bolus:.2f} U above the maximum {lim.max_bolus_u:.2f} U", basal, lim.max_bolus_u)
         # insulin on board above scheduled basal after this cycle must stay within the IOB limit
         meal_share = self.meal_learner.share
-        minute = now.hour * 60 + now.minute
+        minute = self.profile.minute_of_day(now)
         meal_insulin = meal_share * self.carbs_on_board_g(now) / self.profile.carb_ratio_at(minute)
         correction_share = self.correction_learner.share
         correction_limit = lim.max_iob_u * correction_share

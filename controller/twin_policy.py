@@ -111,7 +111,7 @@ class TwinMPCPolicy:
         tt = self.temp_targets.active(time)
         if tt is not None:
             return tt.target_mg_dl, tt
-        return self.profile.target_at(time.hour * 60 + time.minute), None
+        return self.profile.target_at(time), None
 
     def record_delivery(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
         """Book insulin the pump confirmed: the twin and the supervisor's insulin on board."""
@@ -126,7 +126,7 @@ class TwinMPCPolicy:
         journal, another host): into insulin on board at its time, and into the twin as the
         insulin it adds (basal above the scheduled rate counts, below it never does). Before
         the twin exists the insulin still on board is given to it when it starts."""
-        scheduled = self.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        scheduled = self.profile.basal_u_per_h_at(time)
         basal = max(basal_u_per_h, scheduled)
         self.supervisor.delivered(time, basal, minutes, bolus_u)
         extra_u = bolus_u + (basal - scheduled) * minutes / 60.0
@@ -152,7 +152,7 @@ class TwinMPCPolicy:
                     self.estimator.add_bolus(carried_u)
                 self._insulin_before_twin = False
         est = self.estimator
-        minute = inp.time.hour * 60 + inp.time.minute
+        minute = self.profile.minute_of_day(inp.time)
         scheduled = self.profile.basal_u_per_h_at(minute)
         target, temp_target = self.target_at(inp.time)
         if inp.announced_carbs_g > 0:
@@ -226,7 +226,7 @@ class TwinMPCPolicy:
             cap = binding_cap([a.rule for a in safe.adjustments], proposal.basal_u_per_h, proposal.bolus_u,
                               max_basal, self.limits.max_bolus_u)
             facts = CycleFacts(inp.time, inp.cgm_mg_dl, safe.iob_u,
-                               self.profile.correction_factor_at(inp.time.hour * 60 + inp.time.minute),
+                               self.profile.correction_factor_at(inp.time),
                                dose.basal_u_per_h, dose.bolus_u, cap)
             advice = self.advisor.cycle(est, facts, inp.announced_carbs_g)
         except Exception as exc:  # noqa: BLE001 - advice is never worth a cycle

@@ -202,7 +202,7 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
             announced = copy.deepcopy(est)
             announced.predict(now)
             announced.add_carbs(carbs)
-            minute = now.hour * 60 + now.minute
+            minute = profile.minute_of_day(now)
             meal_bolus = decide_meal_bolus(announced, carbs, float(glucose[k]), supervisor.iob_u(now),
                                            policy.target_at(now)[0], profile.carb_ratio_at(minute),
                                            profile.correction_factor_at(minute), scheduled, policy.settings.meal_bolus)

@@ -178,3 +178,25 @@ def test_temporary_targets_are_bounded_and_read_from_nightscout_treatments():
     with pytest.raises(ValueError, match="80..200"):
         from_nightscout({"eventType": "Temporary Target", "created_at": "2026-12-07T06:00:00Z", "duration": 30,
                          "targetBottom": 40, "targetTop": 50})
+
+
+def test_schedules_are_read_in_the_profiles_timezone_across_daylight_saving():
+    table = profile_table(timezone="Europe/Paris", basal=[{"start": "00:00", "rate_u_per_h": 0.6},
+                                                          {"start": "06:00", "rate_u_per_h": 1.0}],
+                          target_schedule=[{"start": "00:00", "mg_dl": 130}, {"start": "06:00", "mg_dl": 110}])
+    profile = parse_config({"profile": table, "pump": PUMP}).profile
+    assert profile.timezone == "Europe/Paris"
+    winter = datetime(2026, 12, 7, 5, 30, tzinfo=UTC)  # 06:30 in Paris (UTC+1)
+    summer = datetime(2026, 7, 7, 4, 30, tzinfo=UTC)  # 06:30 in Paris (UTC+2)
+    for t in (winter, summer):
+        assert profile.minute_of_day(t) == 390 and profile.basal_u_per_h_at(t) == 1.0 and profile.target_at(t) == 110
+    assert profile.basal_u_per_h_at(winter - timedelta(hours=1)) == 0.6  # 05:30 in Paris
+    # the controller and its supervisor read the same local schedule
+    policy = TwinMPCPolicy(personalize(profile, default_prior()))
+    dose = run_policy(policy, [115.0, 115.0], start=winter)[-1]
+    assert dose.diagnostics["target_mg_dl"] == 110.0
+    assert parse_config({"profile": profile_table(), "pump": PUMP}).profile.minute_of_day(winter) == 330  # UTC
+    assert PatientProfile.from_dict(profile.to_dict()) == profile
+    assert "timezone = \"Europe/Paris\"" in profile_to_toml(profile)
+    with pytest.raises(ConfigError, match="timezone"):
+        parse_config({"profile": profile_table(timezone="Mars/Olympus"), "pump": PUMP})

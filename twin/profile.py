@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from twin.schedule import Schedule, check_schedule, schedule_from_list, schedule_to_list, value_at
 
@@ -48,6 +51,9 @@ class PatientProfile:
         day (:mod:`twin.schedule`), as pumps and Nightscout hold them; empty: the single value all
         day. The single values stay the day's reference (the twin is personalized from them); the
         loop doses with the schedule's value at each time (:meth:`carb_ratio_at` and the like).
+    timezone: the IANA zone of the schedules' clock (``"Europe/Paris"``), as the pump and Nightscout
+        keep it; every schedule is read at the local time of day of a timezone-aware time. Empty:
+        a time's own clock (simulations, whose clock is the patient's day).
     """
 
     name: str
@@ -61,8 +67,11 @@ class PatientProfile:
     carb_ratio_schedule: Schedule = ()
     correction_factor_schedule: Schedule = ()
     target_schedule: Schedule = ()
+    timezone: str = ""
 
     def __post_init__(self) -> None:
+        if self.timezone:
+            _zone(self.timezone)  # ValueError for an unknown zone
         checks = [
             ("weight_kg", self.weight_kg, 5.0, 300.0),
             ("total_daily_insulin_u", self.total_daily_insulin_u, 1.0, 300.0),
@@ -85,25 +94,34 @@ class PatientProfile:
         check_schedule(self.correction_factor_schedule, "correction_factor_schedule", 2.0, 500.0)
         check_schedule(self.target_schedule, "target_schedule", 80.0, 200.0)
 
-    def carb_ratio_at(self, minute_of_day: float) -> float:
-        """Grams covered by 1 U at a minute of the day (g/U)."""
-        return value_at(self.carb_ratio_schedule, minute_of_day, self.carb_ratio_g_per_u)
+    def minute_of_day(self, time: datetime) -> int:
+        """The minute of the schedules' day at ``time`` (in :attr:`timezone` when both are set)."""
+        if self.timezone and time.tzinfo is not None:
+            time = time.astimezone(_zone(self.timezone))
+        return time.hour * 60 + time.minute
 
-    def correction_factor_at(self, minute_of_day: float) -> float:
-        """Glucose drop per unit at a minute of the day (mg/dL/U)."""
-        return value_at(self.correction_factor_schedule, minute_of_day, self.correction_factor_mg_dl_per_u)
+    def carb_ratio_at(self, when: float | datetime) -> float:
+        """Grams covered by 1 U at a time, or a minute of the day (g/U)."""
+        return value_at(self.carb_ratio_schedule, self._minute(when), self.carb_ratio_g_per_u)
 
-    def target_at(self, minute_of_day: float) -> float:
-        """The scheduled glucose target at a minute of the day (mg/dL), before any temporary target."""
-        return value_at(self.target_schedule, minute_of_day, self.target_mg_dl)
+    def correction_factor_at(self, when: float | datetime) -> float:
+        """Glucose drop per unit at a time, or a minute of the day (mg/dL/U)."""
+        return value_at(self.correction_factor_schedule, self._minute(when), self.correction_factor_mg_dl_per_u)
+
+    def target_at(self, when: float | datetime) -> float:
+        """The scheduled glucose target at a time, or a minute of the day (mg/dL), before any temporary target."""
+        return value_at(self.target_schedule, self._minute(when), self.target_mg_dl)
+
+    def _minute(self, when: float | datetime) -> float:
+        return self.minute_of_day(when) if isinstance(when, datetime) else when
 
     @property
     def has_schedules(self) -> bool:
         return bool(self.carb_ratio_schedule or self.correction_factor_schedule or self.target_schedule)
 
-    def basal_u_per_h_at(self, minute_of_day: float) -> float:
-        """Programmed basal rate (U/h) at a minute of the day."""
-        minute = minute_of_day % MINUTES_PER_DAY
+    def basal_u_per_h_at(self, when: float | datetime) -> float:
+        """Programmed basal rate (U/h) at a time (:meth:`minute_of_day`), or a minute of the day."""
+        minute = self._minute(when) % MINUTES_PER_DAY
         rate = self.basal_schedule[0].rate_u_per_h
         for segment in self.basal_schedule:
             if segment.start_min <= minute:
@@ -134,6 +152,7 @@ class PatientProfile:
             ],
             "target_mg_dl": self.target_mg_dl,
             **{name: schedule_to_list(getattr(self, name)) for name in _SCHEDULES if getattr(self, name)},
+            **({"timezone": self.timezone} if self.timezone else {}),
         }
 
     @classmethod
@@ -152,9 +171,18 @@ class PatientProfile:
                 basal_schedule=schedule,
                 target_mg_dl=float(data.get("target_mg_dl", 120.0)),
                 **{name: schedule_from_list(data.get(name)) for name in _SCHEDULES},
+                timezone=str(data.get("timezone", "") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete patient profile: {exc}") from exc
+
+
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"timezone {name!r} is not an IANA time zone (e.g. \"Europe/Paris\", \"UTC\")") from None
 
 
 _SCHEDULES = ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule")

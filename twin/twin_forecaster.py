@@ -39,8 +39,8 @@ class TwinForecaster:
     def observe(self, time: datetime, glucose_mg_dl: float) -> None:
         if self.estimator is None:
             self.estimator = TwinEstimator(self.twin, time, self.settings)
-            self.estimator.set_basal(self.twin.profile.basal_u_per_h_at(time.hour * 60 + time.minute))
-        self.estimator.set_basal(self.twin.profile.basal_u_per_h_at(time.hour * 60 + time.minute))
+            self.estimator.set_basal(self.twin.profile.basal_u_per_h_at(time))
+        self.estimator.set_basal(self.twin.profile.basal_u_per_h_at(time))
         self.estimator.update(time, glucose_mg_dl)
 
     def forecast(self, horizons_min: Sequence[float]) -> list[ForecastPoint]:

@@ -168,7 +168,7 @@ def programmed_basal(est: TwinEstimator, steps: int, step_min: float) -> np.ndar
     out = np.empty(steps)
     for k in range(steps):
         t = est.time + timedelta(minutes=k * step_min)
-        out[k] = profile.basal_u_per_h_at(t.hour * 60 + t.minute)
+        out[k] = profile.basal_u_per_h_at(t)
     return out
 
 

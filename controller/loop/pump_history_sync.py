@@ -47,11 +47,11 @@ def query_and_journal(pump: Any, journal: Journal, append: Callable[..., None], 
         return HistorySync(False, (), f"pump history unavailable ({exc})")
     profile = policy.profile
     bookings = tuple(missing_bookings(history, journal.known_seqs(), now,
-                                      lambda t: profile.basal_u_per_h_at(t.hour * 60 + t.minute)))
+                                      lambda t: profile.basal_u_per_h_at(t)))
     for b in bookings:
         append("delivery", b.time.isoformat(), b.to_payload(), seq=b.seq)
     bolus_u = sum(b.bolus_u for b in bookings)
-    basal_u = sum((b.basal_u_per_h - profile.basal_u_per_h_at(b.time.hour * 60 + b.time.minute)) * b.minutes / 60.0
+    basal_u = sum((b.basal_u_per_h - profile.basal_u_per_h_at(b.time)) * b.minutes / 60.0
                   for b in bookings)
     what = (f"pump history: {len(history.entries)} entries in {window_min / 60:g} h, booked "
             f"{sum(1 for b in bookings if b.kind == 'bolus')} boluses ({bolus_u:.2f} U) and "

@@ -371,7 +371,7 @@ class ClosedLoop:
         self._append("decision", time.isoformat(), decision, cycle=cycle)
         degraded = self.appender.problem
         if degraded:  # the decision is not on disk: act on nothing it says beyond the programmed basal
-            scheduled = self.policy.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+            scheduled = self.policy.profile.basal_u_per_h_at(time)
             decided = dose
             dose = Dose(scheduled, 0.0, f"journal cannot be written: programmed basal until it can ({degraded})",
                         dose.diagnostics)
@@ -433,7 +433,7 @@ class ClosedLoop:
         commanded rate for the same reason. A refused temp basal leaves the pump on
         whatever it reports, else on the programmed basal.
         """
-        scheduled = self.policy.profile.basal_u_per_h_at(time.hour * 60 + time.minute)
+        scheduled = self.policy.profile.basal_u_per_h_at(time)
         basal, bolus = scheduled, 0.0
         for order, outcome in zip(orders, outcomes):
             if order.kind == "temp_basal":

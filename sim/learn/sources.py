@@ -162,7 +162,7 @@ def read_nightscout(directory: Path, profile: PatientProfile | None) -> History:
     temps.sort()
     minute = first.replace(second=0, microsecond=0)
     while minute <= last:
-        rate = profile.basal_u_per_h_at(minute.hour * 60 + minute.minute)
+        rate = profile.basal_u_per_h_at(minute)
         for start, duration, temp_rate in temps:
             if start <= minute < start + timedelta(minutes=duration):
                 rate = temp_rate

@@ -20,7 +20,7 @@ class ProfileBasalBolus:
         self.profile = profile
 
     def decide(self, inp: ControlInput) -> Dose:
-        minute = inp.time.hour * 60 + inp.time.minute
+        minute = self.profile.minute_of_day(inp.time)
         basal = self.profile.basal_u_per_h_at(minute)
         if inp.announced_carbs_g <= 0:
             return Dose(basal, 0.0, "programmed basal")

@@ -177,7 +177,7 @@ def _branch(run: _Run, action: Any, rng: np.random.Generator, profile: Any, samp
             asked = Bolus(spec["units_u"])
             first = SimAction(action.basal, action.bolus + spec["units_u"] / sample)
             b.policy.estimator.add_bolus(spec["units_u"])  # the loop learns of it from the pump
-            b.policy.supervisor.delivered(now, profile.basal_u_per_h_at(now.hour * 60 + now.minute), 0.0,
+            b.policy.supervisor.delivered(now, profile.basal_u_per_h_at(now), 0.0,
                                           spec["units_u"])
         else:
             asked = TempBasal(0.0, spec["minutes"], at_min=5.0)

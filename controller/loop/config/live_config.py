@@ -11,6 +11,7 @@
     age_years = 35
     target_mg_dl = 120
     basal = [{start = "00:00", rate_u_per_h = 0.8}, {start = "06:00", rate_u_per_h = 1.0}]
+    timezone = "Europe/Paris"      # the schedules' clock (default UTC)
     # optional, by time of day (as the pump holds them); the single values above stay the day's reference
     carb_ratio_schedule = [{start = "00:00", g_per_u = 12}, {start = "06:00", g_per_u = 9}, {start = "11:00", g_per_u = 12}]
     correction_factor_schedule = [{start = "00:00", mg_dl_per_u = 50}, {start = "06:00", mg_dl_per_u = 45}]
@@ -258,7 +259,8 @@ def parse_config(data: dict[str, Any], base: Path = Path(".")) -> LiveConfig:
             age_years=p["age_years"], target_mg_dl=p["target_mg_dl"],
             basal_schedule=tuple(BasalSegment(start, rate) for start, rate in p["basal"]),
             **{key: tuple(ScheduleSegment(start, value) for start, value in p[key] or ())
-               for key in ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule")})
+               for key in ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule")},
+            timezone=p["timezone"])
     except ValueError as exc:
         raise ConfigError(f"[profile]: {exc}") from None
     try:
@@ -363,6 +365,8 @@ def profile_to_toml(profile: PatientProfile) -> str:
     segments = ", ".join(f"{{start = \"{s.start_min // 60:02d}:{s.start_min % 60:02d}\", "
                          f"rate_u_per_h = {s.rate_u_per_h!r}}}" for s in profile.basal_schedule)
     lines.append(f"basal = [{segments}]")
+    if profile.timezone:
+        lines.append(f"timezone = {_toml_str(profile.timezone)}")
     for key in ("carb_ratio_schedule", "correction_factor_schedule", "target_schedule"):
         schedule = getattr(profile, key)
         if schedule:

@@ -274,6 +274,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("profile", "basal", "basal", REQUIRED,
             "each rate 0..AndroidAPS MAX_BASAL for the age group; the schedule's daily total within 10..90 % of "
             "total_daily_insulin_u (basal is part of the total)", "U/h", 0.0, _basal_cap),
+    Setting("profile", "timezone", "str", "", "the IANA zone the schedules' times of day are in, as the pump's clock "
+            "(\"Europe/Paris\"); empty: UTC, the loop's clock", pattern=r"|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*",
+            pattern_doc="an IANA time zone name such as \"Europe/Paris\" or \"UTC\" (or empty)"),
     Setting("profile", "carb_ratio_schedule", "schedule", None,
             "carb ratio by time of day ({start = \"HH:MM\", g_per_u = ...}); each value in carb_ratio_g_per_u's "
             "range; absent: carb_ratio_g_per_u all day", "g/U",

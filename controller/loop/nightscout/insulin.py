@@ -37,7 +37,7 @@ class InsulinCurve:
 
     action_duration_min, peak_min: ``SafetyLimits.iob_action_duration_min`` / ``iob_peak_min``.
     scheduled_basal_u_per_h: the programmed basal (U/h) at a time, as the supervisor reads it
-        (``profile.basal_u_per_h_at(hour * 60 + minute)`` of the loop's clock).
+        (``profile.basal_u_per_h_at(time)``: the local time of day in the profile's timezone).
     """
 
     action_duration_min: float

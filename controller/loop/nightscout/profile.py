@@ -14,8 +14,8 @@ glucotwin's values: the ``[profile]`` of the loop's configuration (what the
 clinic programmed: basal schedule, carb ratio, correction factor, target, each
 by time of day when the profile has schedules), ``dia`` the supervisor's
 duration of insulin action (``[limits] iob_action_duration_min`` / 60), and
-``timezone`` the zone of the loop's clock (UTC: the schedules are read at the
-hour of the loop's UTC clock). ``target_low`` = ``target_high`` = the
+``timezone`` the zone the schedules are read in (``[profile] timezone``; UTC
+when it is not set: the schedules are then read at the hour of the loop's UTC clock). ``target_low`` = ``target_high`` = the
 controller's target (it aims at one value, not a range). What the twin learned
 (sensitivity, carb effect) is not the profile and is not in it; the OpenAPS
 pill's ``sensitivityRatio`` shows the twin's sensitivity.

@@ -54,7 +54,8 @@ class NightscoutUpload:
         self.pump: Any = None
         """the loop's pump port (``PumpLinkPort``), set by the composition root: the pump's status"""
         self.read_battery: Callable[[], dict[str, Any] | None] = read_battery
-        self._profile_store = profile_store(config.profile, config.limits.iob_action_duration_min / 60.0)
+        self._profile_store = profile_store(config.profile, config.limits.iob_action_duration_min / 60.0,
+                                           config.profile.timezone or "UTC")
         self._profile_checked = False
         self._reported: set[str] = set()
         client = NightscoutClient(ns.url, ns.api_secret(), timeout_s=ns.timeout_s)
@@ -62,7 +63,7 @@ class NightscoutUpload:
         self._degraded_posted: tuple[str, datetime] | None = None
         profile = config.profile
         curve = InsulinCurve(config.limits.iob_action_duration_min, config.limits.iob_peak_min,
-                             lambda t: profile.basal_u_per_h_at(t.hour * 60 + t.minute))
+                             lambda t: profile.basal_u_per_h_at(t))
         self.uploader = NightscoutUploader(config.journal_path, client, device=ns.device,
                                            upload_entries=ns.upload_entries, batch_size=ns.batch_size,
                                            max_backoff_s=ns.max_backoff_s, backfill_hours=ns.backfill_hours,
