@@ -146,16 +146,15 @@ def test_j_index_and_time_in_tight_range_by_hand():
     assert math.isnan(j_index(np.array([100.0])))
 
 
-def test_without_times_the_gridded_metrics_are_nan_and_the_rest_are_not():
+def test_without_times_the_gridded_metrics_are_left_out_and_the_rest_are_the_same():
     t = np.arange(5.0, 2 * 1440 + 1, 5.0)
     g = _triangle(t, 80.0, 220.0)
     timeless, timed = glucose_metrics(g), glucose_metrics(g, t)
-    assert set(timeless) == set(timed) == set(METRIC_NAMES)
-    assert all(math.isnan(timeless[k]) for k in TIMED_NAMES)
+    assert set(timed) == set(METRIC_NAMES) and set(timeless) == set(METRIC_NAMES) - set(TIMED_NAMES)
     assert all(math.isfinite(timed[k]) for k in METRIC_NAMES)
-    assert {k: v for k, v in timeless.items() if k not in TIMED_NAMES} == {
-        k: v for k, v in timed.items() if k not in TIMED_NAMES}
-    assert all(math.isnan(v) for v in glucose_metrics(np.array([]), np.array([])).values())
+    assert timeless == {k: v for k, v in timed.items() if k not in TIMED_NAMES}
+    empty = glucose_metrics(np.array([]), np.array([]))
+    assert set(empty) == set(METRIC_NAMES) and all(math.isnan(v) for v in empty.values())
     assert mean_metrics([timed, timed])["mage_mg_dl"] == pytest.approx(timed["mage_mg_dl"])
 
 
@@ -186,3 +185,6 @@ def test_the_cli_offers_exactly_the_units_of_the_metrics():
     parser = argparse.ArgumentParser()
     add_units_argument(parser)
     assert parser.parse_args([]).units == "mg" and parser.parse_args(["--units", "mmol"]).units == "mmol"
+    other = argparse.ArgumentParser()
+    add_units_argument(other, flag="--report-units", dest="report_units")
+    assert other.parse_args(["--report-units", "mmol"]).report_units == "mmol"

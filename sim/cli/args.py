@@ -51,14 +51,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_units_argument(parser: argparse.ArgumentParser) -> None:
+def add_units_argument(parser: argparse.ArgumentParser, flag: str = "--units", dest: str = "units") -> None:
     """``--units mg|mmol``: the glucose unit of the tables, reports and figures a subcommand shows.
 
     Only presentation converts (``sim.trial.metrics.units.glucose_units(args.units)``);
     everything is computed and written (summary.json, traces, journals) in mg/dL.
+    ``flag``/``dest`` for a subcommand whose ``--units`` already names something
+    else (``glucotwin replay --units``: the unit of the input file).
     """
     parser.add_argument(
-        "--units", choices=GLUCOSE_UNIT_CHOICES, default="mg",
+        flag, dest=dest, choices=GLUCOSE_UNIT_CHOICES, default="mg",
         help=f"glucose unit of tables, reports and figures: mg (mg/dL, the default) or mmol (mmol/L = "
              f"mg/dL / {MG_DL_PER_MMOL_L:g}); files and summary.json stay in mg/dL",
     )

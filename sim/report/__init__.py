@@ -16,7 +16,11 @@ patient, as :func:`sim.trial.run.run_trial` writes it):
   patient and per group;
 - metrics tables per patient, on true BG and separately on CGM (the values of
   ``summary.json``, computed by :mod:`sim.trial.metrics`; GMI = 3.31 + 0.02392 ×
-  mean), with group and cohort rows (means over patients);
+  mean), with group and cohort rows (means over patients): the consensus set,
+  then glycemic risk and variability (time in tight range, GRI and its zone,
+  MAGE, MODD, CONGA-1, J-index);
+- the GRI grid: each patient of each run as a dot, hypoglycemia against
+  hyperglycemia component, over the zones A-E;
 - the worst patient's trace in detail and every patient's trace as small
   multiples: BG, CGM, the twin's estimate and forecasts when the trace has
   them (``*_mg_dl`` columns; ``forecast_H_mg_dl`` drawn at its target time),
@@ -31,6 +35,10 @@ RMSE/MAE by horizon, the AGP, time in ranges and metrics of the readings per
 subject, each subject's readings, and forecasts against the readings over
 the first day of forecasts.
 
+Glucose is shown in mg/dL or, with ``units="mmol"`` (``--units mmol``), in
+mmol/L: tables, labels and figures convert (:mod:`sim.trial.metrics.units`);
+the files read stay in mg/dL.
+
 matplotlib is imported only inside the functions that draw (no pyplot, no
 global backend change): importing this package stays light.
 
@@ -44,7 +52,8 @@ Modules, from the building blocks up:
 - ``agp``: the Ambulatory Glucose Profile (percentiles, drawing, trial figure);
 - ``tir_bars``: time-in-ranges stacked bars (drawing, trial and comparison figures);
 - ``traces``: glucose and insulin traces (meals, twin columns, trial figures);
-- ``metrics_table``: metric columns, cells and a trial run's table per patient;
+- ``metrics_table``: metric column sets (consensus; risk and variability), cells and a trial run's table per patient;
+- ``gri_grid``: the GRI grid figure;
 - ``protocol``: the protocol and plant rows, with the rerun command;
 - ``compare``: the comparison section of compared runs;
 - ``trial_page``: the trial/HIL report page and writing it;
@@ -110,14 +119,14 @@ __all__ = [
 ]
 
 
-def report_after_run(directory: str | Path) -> Path | None:
-    """For ``glucotwin trial`` and ``hil``: write ``DIR/report.html`` and say so.
+def report_after_run(directory: str | Path, units: str | None = "mg") -> Path | None:
+    """For ``glucotwin trial`` and ``hil``: write ``DIR/report.html`` (glucose in ``units``) and say so.
 
     Never raises: a failure prints one warning line to stderr and returns None.
     """
     try:
         tic = time.perf_counter()
-        path = write_trial_report(directory)
+        path = write_trial_report(directory, units=units)
     except Exception as exc:  # a report must never fail the trial it reports on
         _warn(exc)
         return None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sim.report.html_page import _esc, _img, _num
-from sim.report.metrics_table import _COMPARE_COLUMNS, _metric_cells
+from sim.report.metrics_table import _delta_cells, _metric_cells, compare_columns
 from sim.report.tir_bars import _fig_compare_tir
 from sim.report.trial_run import _PLURAL, TrialRun
+from sim.trial.metrics.units import MG_DL, GlucoseUnits
 
 
-def _compare_section(runs: Sequence[TrialRun]) -> str:
+def _compare_section(runs: Sequence[TrialRun], u: GlucoseUnits = MG_DL) -> str:
     base = runs[0]
+    columns = compare_columns(u)
     parts = ["<h2 id=\"compare\">Comparison</h2>"]
     parts.append("<p class=\"note\">Runs compared: " + "; ".join(
         f"<strong>{_esc(r.label)}</strong> ({_esc(r.summary.get('controller', '?'))}, {_esc(r.directory)})" for r in runs
@@ -32,17 +34,16 @@ def _compare_section(runs: Sequence[TrialRun]) -> str:
     if only:
         parts.append(f'<p class="warn">Patients not in every run, left out: {_esc(", ".join(only))}.</p>')
     head = ('<tr><th class="l">patient / group</th><th class="l">run</th>'
-            + "".join(f"<th>{_esc(t)}</th>" for t, _, _ in _COMPARE_COLUMNS) + "<th>insulin U/day</th></tr>")
+            + "".join(f"<th>{_esc(t)}</th>" for t, _, _ in columns) + "<th>insulin U/day</th></tr>")
 
     def block(name: str, metrics_of, insulin_of) -> str:
         rows = []
         for i, r in enumerate(runs):
             first = f'<td class="l" rowspan="{len(runs) + (len(runs) == 2)}">{_esc(name)}</td>' if i == 0 else ""
-            rows.append(f"<tr>{first}<td class=\"l\">{_esc(r.label)}</td>{_metric_cells(metrics_of(r), _COMPARE_COLUMNS)}"
+            rows.append(f"<tr>{first}<td class=\"l\">{_esc(r.label)}</td>{_metric_cells(metrics_of(r), columns, u)}"
                         f"<td>{_num(insulin_of(r), '.1f')}</td></tr>")
         if len(runs) == 2:
-            a, b = metrics_of(runs[0]), metrics_of(runs[1])
-            cells = "".join(f"<td>{_num(float(b[k]) - float(a[k]), '+' + spec)}</td>" for _, k, spec in _COMPARE_COLUMNS)
+            cells = _delta_cells(metrics_of(runs[0]), metrics_of(runs[1]), columns, u)
             d_ins = insulin_of(runs[1]) - insulin_of(runs[0])
             rows.append(f'<tr class="delta"><td class="l">Δ</td>{cells}<td>{_num(d_ins, "+.1f")}</td></tr>')
         return "".join(rows)
@@ -60,5 +61,5 @@ def _compare_section(runs: Sequence[TrialRun]) -> str:
     parts.append(f'<table class="compare">{head}{"".join(prows)}</table>')
     if common:
         parts.append("<h3>Time in ranges, side by side</h3>")
-        parts.append(_img(_fig_compare_tir(runs, common), "time in ranges of the compared runs by patient and group"))
+        parts.append(_img(_fig_compare_tir(runs, common, u), "time in ranges of the compared runs by patient and group"))
     return "\n".join(parts)

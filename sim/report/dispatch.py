@@ -22,11 +22,13 @@ def _replay_json_in(directory: Path) -> Path | None:
     return None
 
 
-def write_report(source: str | Path, out: str | Path | None = None, compare: Sequence[str | Path] = ()) -> Path:
-    """``glucotwin report``: a trial/HIL directory, or a replay JSON (or a directory holding one)."""
+def write_report(source: str | Path, out: str | Path | None = None, compare: Sequence[str | Path] = (),
+                 units: str | None = "mg") -> Path:
+    """``glucotwin report``: a trial/HIL directory, or a replay JSON (or a directory holding one);
+    glucose shown in ``units`` ("mg" for mg/dL, "mmol" for mmol/L)."""
     source = Path(source)
     if source.is_dir() and (source / "summary.json").exists():
-        return write_trial_report(source, out, compare)
+        return write_trial_report(source, out, compare, units)
     replay_json = source if source.is_file() else _replay_json_in(source) if source.is_dir() else None
     if replay_json is None:
         if not source.exists():
@@ -34,4 +36,4 @@ def write_report(source: str | Path, out: str | Path | None = None, compare: Seq
         raise ReportError(f"{source}: neither a trial/HIL output directory (summary.json) nor a replay report JSON")
     if compare:
         raise ReportError("--compare works with trial and HIL output directories, not with replays")
-    return write_replay_report(replay_json, out)
+    return write_replay_report(replay_json, out, units)

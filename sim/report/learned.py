@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.report.html_page import _esc, _num
+from sim.trial.metrics.units import MG_DL, GlucoseUnits
 
 LEARNING_FILENAME = "learning.json"
 _SHOWN = ("sensitivity", "basal_glucose", "carb_effect", "absorption_speed", "insulin_speed")
@@ -35,16 +36,22 @@ def _factor(entry: dict[str, Any]) -> str:
     return f"{_num(entry['factor'], '.2f')}{mark}"
 
 
-def learned_section(learning: dict[str, Any]) -> str:
-    head = ("<tr><th class=\"l\">patient</th><th>6-h RMSE, profile → learned (mg/dL)</th>"
+def _in(u: GlucoseUnits, value: Any) -> Any:
+    """A glucose value (mg/dL) in ``u``; anything else (None, missing) as it is, for ``_num`` to show as –."""
+    return u.value(value) if isinstance(value, (int, float)) else value
+
+
+def learned_section(learning: dict[str, Any], u: GlucoseUnits = MG_DL) -> str:
+    head = (f"<tr><th class=\"l\">patient</th><th>6-h RMSE, profile → learned ({_esc(u.label)})</th>"
             + "".join(f"<th>{_esc(n.replace('_', ' '))}</th>" for n in _SHOWN)
-            + "<th>basal U/h (profile → learned)</th><th>ISF mg/dL/U, day mean</th><th>CR g/U</th>"
+            + f"<th>basal U/h (profile → learned)</th><th>ISF {_esc(u.label)}/U, day mean</th><th>CR g/U</th>"
             + "<th>dosing twin: sensitivity factor</th>"
             + "<th>1-U drop error vs truth, profile → learned → dosing twin (%)</th></tr>")
     rows = []
     for p in learning.get("patients", []):
         fit, th = p["fit"], p["therapy"]
-        isf = lambda t: sum(t["isf_mg_dl_per_u"]) / len(t["isf_mg_dl_per_u"])  # noqa: E731
+        isf = lambda t: _in(u, sum(t["isf_mg_dl_per_u"]) / len(t["isf_mg_dl_per_u"]))  # noqa: E731
+        spec = u.fine_spec
         rec = p.get("recovery", {}).get("error_pct")
         rec_cell = (f"{_num(rec['profile']['drop_mg_dl_per_u'])} → {_num(rec['learned']['drop_mg_dl_per_u'])}"
                     + (f" → {_num(rec['dosing']['drop_mg_dl_per_u'])}" if "dosing" in rec else "")
@@ -52,10 +59,10 @@ def learned_section(learning: dict[str, Any]) -> str:
         dosing_sens = p.get("dosing_factors", {}).get("sensitivity")
         rows.append(
             f"<tr><td class=\"l\">{_esc(p['patient'])}</td>"
-            f"<td>{_num(fit['rmse_6h_profile_mg_dl'])} → {_num(fit['rmse_6h_mg_dl'])}</td>"
+            f"<td>{_num(_in(u, fit['rmse_6h_profile_mg_dl']), spec)} → {_num(_in(u, fit['rmse_6h_mg_dl']), spec)}</td>"
             + "".join(f"<td>{_factor(p['parameters'][n])}</td>" for n in _SHOWN)
             + f"<td>{_num(th['profile']['basal_u_per_h'], '.2f')} → {_num(th['learned']['basal_u_per_h'], '.2f')}</td>"
-            f"<td>{_num(isf(th['profile']))} → {_num(isf(th['learned']))}</td>"
+            f"<td>{_num(isf(th['profile']), spec)} → {_num(isf(th['learned']), spec)}</td>"
             f"<td>{_num(th['profile']['cr_g_per_u'])} → {_num(th['learned']['cr_g_per_u'])}</td>"
             f"<td>{_num(dosing_sens, '.2f') if dosing_sens is not None else '–'}</td>"
             f"<td>{rec_cell}</td></tr>")

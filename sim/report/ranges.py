@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from sim.trial.metrics.units import MG_DL, GlucoseUnits
+
 TARGET_MG_DL = (70.0, 180.0)
 
 # Time-in-ranges bands: (label, lower edge, colour); percentages follow sim.trial.metrics:
@@ -17,6 +19,15 @@ TIR_BANDS = (
     ("181-250", "#f3b61f"),
     (">250", "#e07b24"),
 )
+
+def tir_band_labels(u: GlucoseUnits = MG_DL) -> tuple[str, ...]:
+    """The band labels of :data:`TIR_BANDS` in ``u``: mg/dL as above; mmol/L <3.0, 3.0-3.8, 3.9-10.0, 10.1-13.9, >13.9."""
+    if u.name == MG_DL.name:
+        return tuple(label for label, _ in TIR_BANDS)
+    t = u.threshold
+    step = 10.0 ** -u.decimals / u.per_mg_dl  # one shown unit, in mg/dL
+    return (f"<{t(54)}", f"{t(54)}-{t(70 - step)}", f"{t(70)}-{t(180)}", f"{t(180 + step)}-{t(250)}", f">{t(250)}")
+
 
 # Consensus targets (Battelino et al. 2019), for highlighting table cells.
 _TARGETS = {

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from sim.report.figures import _figure_class, _png
-from sim.report.ranges import TIR_BANDS, tir_segments
+from sim.report.ranges import TIR_BANDS, tir_band_labels, tir_segments
 from sim.report.trial_run import _PLURAL, TrialRun
+from sim.trial.metrics.units import MG_DL, GlucoseUnits
 
 
 def _draw_tir_bars(ax, labels: Sequence[str], segments: Sequence[Sequence[float]], horizontal: bool,
-                   annotate: bool = True) -> None:
+                   annotate: bool = True, u: GlucoseUnits = MG_DL) -> None:
     positions = np.arange(len(labels))
     left = np.zeros(len(labels))
-    for k, (band, color) in enumerate(TIR_BANDS):
+    for k, (band, (_, color)) in enumerate(zip(tir_band_labels(u), TIR_BANDS)):
         vals = np.array([s[k] for s in segments], dtype=float)
         if horizontal:
             ax.barh(positions, vals, left=left, color=color, height=0.75, label=band, edgecolor="white", lw=0.3)
@@ -43,7 +44,7 @@ def _draw_tir_bars(ax, labels: Sequence[str], segments: Sequence[Sequence[float]
     ax.tick_params(labelsize=7)
 
 
-def _fig_tir(run: TrialRun) -> str:
+def _fig_tir(run: TrialRun, u: GlucoseUnits = MG_DL) -> str:
     Figure = _figure_class()
     patients = run.patients
     groups = run.groups()
@@ -51,19 +52,19 @@ def _fig_tir(run: TrialRun) -> str:
     fig = Figure(figsize=(10.0, height))
     gs = fig.add_gridspec(1, 2, width_ratios=(2.3, 1.0))
     ax_p = fig.add_subplot(gs[0, 0])
-    _draw_tir_bars(ax_p, patients, [tir_segments(run.metrics(p)) for p in patients], horizontal=True)
+    _draw_tir_bars(ax_p, patients, [tir_segments(run.metrics(p)) for p in patients], horizontal=True, u=u)
     ax_p.set_title("per patient", fontsize=9)
     ax_g = fig.add_subplot(gs[0, 1])
     labels = ["cohort"] + [_PLURAL.get(g, g) for g in groups]
     segs = [tir_segments(run.group_metrics(None))] + [tir_segments(run.group_metrics(g)) for g in groups]
-    _draw_tir_bars(ax_g, labels, segs, horizontal=False)
+    _draw_tir_bars(ax_g, labels, segs, horizontal=False, u=u)
     ax_g.set_title("per group (mean of patients)", fontsize=9)
-    ax_g.legend(title="mg/dL", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax_g.legend(title=u.label, fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _png(fig)
 
 
-def _fig_compare_tir(runs: Sequence[TrialRun], patients: Sequence[str]) -> str:
+def _fig_compare_tir(runs: Sequence[TrialRun], patients: Sequence[str], u: GlucoseUnits = MG_DL) -> str:
     Figure = _figure_class()
     groups = [g for g in runs[0].groups() if all(g in r.groups() for r in runs)]
     entities: list[tuple[str, str | None]] = [("cohort", None)] + [(_PLURAL.get(g, g), g) for g in groups]
@@ -77,7 +78,7 @@ def _fig_compare_tir(runs: Sequence[TrialRun], patients: Sequence[str]) -> str:
         for r in runs:
             labels.append(f"{p} · {r.label}")
             segs.append(tir_segments(r.metrics(p)))
-    _draw_tir_bars(ax_p, labels, segs, horizontal=True, annotate=rows <= 40)
+    _draw_tir_bars(ax_p, labels, segs, horizontal=True, annotate=rows <= 40, u=u)
     for i in range(1, len(patients)):
         ax_p.axhline(i * n - 0.5, color="black", lw=0.6)
     ax_p.set_title("per patient", fontsize=9)
@@ -87,11 +88,11 @@ def _fig_compare_tir(runs: Sequence[TrialRun], patients: Sequence[str]) -> str:
         for r in runs:
             labels.append(f"{name}\n{r.label}")
             segs.append(tir_segments(r.group_metrics(g)))
-    _draw_tir_bars(ax_g, labels, segs, horizontal=False)
+    _draw_tir_bars(ax_g, labels, segs, horizontal=False, u=u)
     for i in range(1, len(entities)):
         ax_g.axvline(i * n - 0.5, color="black", lw=0.6)
     ax_g.tick_params(axis="x", labelsize=6)
     ax_g.set_title("per group (mean of patients)", fontsize=9)
-    ax_g.legend(title="mg/dL", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax_g.legend(title=u.label, fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _png(fig)

@@ -13,6 +13,7 @@ import numpy as np
 from sim.report.figures import _figure_class, _panel_grid, _png
 from sim.report.ranges import TARGET_MG_DL
 from sim.report.trial_run import TrialRun
+from sim.trial.metrics.units import MG_DL, GlucoseUnits
 from sim.trial.trace import Trace, advice_events
 
 TRACE_GRID_MAX = 36  # small multiples drawn; more patients are listed, not drawn
@@ -114,18 +115,18 @@ def _twin_columns(trace: Trace) -> list[tuple[str, np.ndarray, float]]:
 _TWIN_COLORS = ("#c2185b", "#7b1fa2", "#00838f", "#6d4c41")
 
 
-def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool) -> None:
+def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool, u: GlucoseUnits = MG_DL) -> None:
     hours = _trace_hours(trace, t0)
-    ax.axhspan(*TARGET_MG_DL, color="#3b9b4a", alpha=0.10, lw=0)
-    ax.plot(hours, trace.cgm_mg_dl, color="#4a90d9", lw=0.8 if detail else 0.6, label="CGM")
-    ax.plot(hours, trace.bg_mg_dl, color="black", lw=1.2 if detail else 0.9, label="BG (true)")
+    ax.axhspan(*(u.value(y) for y in TARGET_MG_DL), color="#3b9b4a", alpha=0.10, lw=0)
+    ax.plot(hours, u.value(trace.cgm_mg_dl), color="#4a90d9", lw=0.8 if detail else 0.6, label="CGM")
+    ax.plot(hours, u.value(trace.bg_mg_dl), color="black", lw=1.2 if detail else 0.9, label="BG (true)")
     for k, (name, values, shift_min) in enumerate(_twin_columns(trace)):
         label = name if not shift_min else f"{name} (at target time)"
-        ax.plot(hours + shift_min / 60.0, values, color=_TWIN_COLORS[k % len(_TWIN_COLORS)],
+        ax.plot(hours + shift_min / 60.0, u.value(values), color=_TWIN_COLORS[k % len(_TWIN_COLORS)],
                 lw=0.9 if detail else 0.6, ls=":" if shift_min else "--", label=label)
     finite = np.concatenate([trace.bg_mg_dl[np.isfinite(trace.bg_mg_dl)],
                              trace.cgm_mg_dl[np.isfinite(trace.cgm_mg_dl)]])
-    top = max(300.0, float(finite.max()) + 20.0) if finite.size else 300.0
+    top = u.value(max(300.0, float(finite.max()) + 20.0) if finite.size else 300.0)
     ax.set_ylim(0, top)
     meals = _meals(trace)
     if meals:
@@ -148,9 +149,9 @@ def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool) -> None:
         peak = np.nanmax(np.concatenate([np.nan_to_num(basal), b, [0.1]]))
         ylabel = "basal U/h, bolus U"
     else:
-        u = np.nan_to_num(trace.insulin_u)
-        ax2.vlines(hours, 0, u, color="#6a3d9a", lw=0.8, alpha=0.8, label="insulin U per sample")
-        peak = max(float(u.max()) if u.size else 0.0, 0.1)
+        delivered = np.nan_to_num(trace.insulin_u)
+        ax2.vlines(hours, 0, delivered, color="#6a3d9a", lw=0.8, alpha=0.8, label="insulin U per sample")
+        peak = max(float(delivered.max()) if delivered.size else 0.0, 0.1)
         ylabel = "insulin U per sample"
     ax2.set_ylim(0, 3.0 * peak)  # insulin in the lower third
     ax2.tick_params(labelsize=6, colors="#6a3d9a")
@@ -166,25 +167,25 @@ def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool) -> None:
     ax.grid(alpha=0.2, lw=0.4)
     if detail:
         ax.set_xlabel(f"hours since {t0:%Y-%m-%d %H:%M}", fontsize=8)
-        ax.set_ylabel("glucose mg/dL", fontsize=8)
+        ax.set_ylabel(f"glucose {u.label}", fontsize=8)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right", ncol=3, framealpha=0.85)
 
 
-def _fig_traces(run: TrialRun, patients: Sequence[str], detail: bool) -> str:
+def _fig_traces(run: TrialRun, patients: Sequence[str], detail: bool, u: GlucoseUnits = MG_DL) -> str:
     Figure = _figure_class()
     traces = [run.traces[p] for p in patients if p in run.traces]
     if detail:
         fig = Figure(figsize=(12.0, 4.0))
         ax = fig.add_subplot(1, 1, 1)
-        _draw_trace(ax, traces[0], traces[0].time[0], detail=True)
+        _draw_trace(ax, traces[0], traces[0].time[0], detail=True, u=u)
         ax.set_title(traces[0].patient, fontsize=9)
     else:
         ncols = 1 if len(traces) <= 2 else 2 if len(traces) <= 8 else 3
         fig, axes = _panel_grid(Figure, len(traces), ncols, 12.0 / ncols, 2.1 if ncols > 1 else 2.6)
         for ax, tr in zip(axes, traces):
-            _draw_trace(ax, tr, tr.time[0], detail=False)
+            _draw_trace(ax, tr, tr.time[0], detail=False, u=u)
             ax.set_title(tr.patient, fontsize=8, pad=2)
         # fixed spacing: tight_layout would cost one more full draw of many axes
         rows = math.ceil(len(traces) / ncols)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sim.report.errors import ReportError
-from sim.trial.metrics import glucose_metrics, mean_metrics
+from sim.trial.metrics import METRIC_NAMES, glucose_metrics, mean_metrics, minutes_since_midnight
 from sim.trial.trace import Trace, read_trace_csv, trace_filename
 
 GROUP_ORDER = ("adolescent", "adult", "child")
@@ -24,6 +24,13 @@ def _group_of(patient: str, info: Mapping[str, Any] | None = None) -> str:
     return patient.split("#")[0]
 
 
+def _floats(metrics: Any) -> dict[str, float]:
+    """A summary's metrics as floats: null (a metric the data did not allow) is NaN; not a dict: {}."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: float("nan") if v is None else v for k, v in metrics.items()}
+
+
 @dataclass
 class TrialRun:
     """A trial or HIL output directory, read back."""
@@ -33,6 +40,7 @@ class TrialRun:
     traces: dict[str, Trace] = field(default_factory=dict)
     missing_traces: list[str] = field(default_factory=list)
     label: str = ""
+    _computed: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict, repr=False)
 
     @property
     def patients(self) -> list[str]:
@@ -46,20 +54,27 @@ class TrialRun:
         return [p for p in self.patients if _group_of(p, self.summary["patients"][p]) == group]
 
     def metrics(self, patient: str, kind: str = "bg") -> dict[str, float]:
-        """The patient's metrics from summary.json; computed from the trace if absent."""
-        found = self.summary["patients"][patient].get(kind)
-        if isinstance(found, dict) and "in_range_70_180" in found:
+        """The patient's metrics from summary.json; those it lacks (a summary written before them)
+        computed from the trace, NaN without one."""
+        found = _floats(self.summary["patients"][patient].get(kind))
+        if all(name in found for name in METRIC_NAMES):
             return found
-        trace = self.traces.get(patient)
-        if trace is None:
-            return glucose_metrics(np.array([]))
-        return glucose_metrics(trace.bg_mg_dl if kind == "bg" else trace.cgm_mg_dl)
+        if (patient, kind) not in self._computed:
+            trace = self.traces.get(patient)
+            if trace is None:
+                computed = glucose_metrics(np.array([]))
+            else:
+                g = trace.bg_mg_dl if kind == "bg" else trace.cgm_mg_dl
+                computed = glucose_metrics(g, minutes_since_midnight(trace.time))
+            self._computed[(patient, kind)] = {**computed, **found}
+        return self._computed[(patient, kind)]
 
     def group_metrics(self, group: str | None, kind: str = "bg") -> dict[str, float]:
         """Mean over the group's patients (None: the cohort), as summary.json's group rows."""
         agg = self.summary.get("cohort") if group is None else self.summary.get("groups", {}).get(group)
-        if isinstance(agg, dict) and isinstance(agg.get(kind), dict) and "in_range_70_180" in agg[kind]:
-            return agg[kind]
+        found = _floats(agg.get(kind) if isinstance(agg, dict) else None)
+        if all(n in found for n in METRIC_NAMES):
+            return found
         names = self.patients if group is None else self.patients_in(group)
         return mean_metrics([self.metrics(p, kind) for p in names])
 

@@ -14,7 +14,7 @@ computed on true blood glucose and, separately, on CGM:
 - ``j_index``: 0.001 × (mean + SD)², a unitless index (:mod:`.variability`);
 - ``mage_mg_dl`` (iglu's moving-average MAGE, :mod:`.mage`), ``modd_mg_dl`` and
   ``conga_1h_mg_dl`` (:mod:`.variability`): these need the sample times and are
-  computed on iglu's interpolated grid (:mod:`.day_grid`); NaN without times.
+  computed on iglu's interpolated grid (:mod:`.day_grid`); absent without times.
 
 Every metric is checked against iglu's published values on its example data
 (tests/test_metrics_iglu.py). :mod:`.units` converts for presentation only.
@@ -90,19 +90,19 @@ def timed_metrics(glucose_mg_dl: np.ndarray, time_min: np.ndarray) -> dict[str, 
 
 
 def glucose_metrics(glucose_mg_dl: np.ndarray, time_min: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric of :data:`METRIC_NAMES` for a glucose series (mg/dL); non-finite samples are ignored.
+    """The metrics of a glucose series (mg/dL); non-finite samples are ignored.
 
-    ``time_min``: the samples' times in minutes since a local midnight
-    (:func:`minutes_since_midnight`), same length; without it the
-    time-gridded metrics (MAGE, MODD, CONGA) are NaN.
+    Without ``time_min``: the metrics of the samples alone (consensus set,
+    tight range, GRI, J-index). With ``time_min``, the samples' times in
+    minutes since a local midnight (:func:`minutes_since_midnight`), same
+    length: every metric of :data:`METRIC_NAMES`, the time-gridded ones
+    (MAGE, MODD, CONGA) NaN where the data do not allow them.
     """
     out = consensus_metrics(glucose_mg_dl)
     out["in_tight_range_70_140_pct"] = time_in_tight_range_pct(glucose_mg_dl)
     out.update(gri_metrics(out))
     out["j_index"] = j_index(glucose_mg_dl)
-    if time_min is None:
-        out.update({name: float("nan") for name in TIMED_NAMES})
-    else:
+    if time_min is not None:
         out.update(timed_metrics(glucose_mg_dl, time_min))
     return out
 
