@@ -334,7 +334,7 @@ def test_unreadable_or_unknown_files_raise_one_clear_line(tmp_path):
         assert "\n" not in str(err.value) and str(path) in str(err.value)
     with pytest.raises(OSError):
         read_cgm_file(tmp_path / "missing.csv")
-    assert FORMATS == ("iglu", "clarity", "nightscout")
+    assert FORMATS == ("iglu", "clarity", "nightscout", "libreview", "tidepool")
 
 
 def test_parse_cgm_text_reads_a_payload_without_a_file():

@@ -24,21 +24,25 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TextIO
 
 from sensors.files.common import (
     Candidate,
     LocalTimes,
     check_time,
     clip_raw,
-    finish,
     glucose_reason,
     parse_number,
     parse_timestamp,
     resolve_tz,
-    split_lines,
+    text_handle,
 )
+from sensors.files.delimited import FileInfo
+from sensors.files.jsonstream import json_items
+from sensors.files.ordering import finish
+from sensors.files.units import MG_DL, normalize_units
 from sensors.reading import SENSOR_LOW_MG_DL, GlucoseReading, ReadResult, Rejected
 
 SOURCE = "nightscout"
@@ -48,7 +52,8 @@ DEXCOM_LOW_CODE = 39.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_nightscout_json(text: str, tz: tzinfo | str = UTC, subject: str = "") -> ReadResult:
+def parse_nightscout_json(text: str, tz: tzinfo | str = UTC, subject: str = "", *, units: str | None = None,
+                          info: FileInfo | None = None) -> ReadResult:
     """Readings and rejections from Nightscout entries JSON text.
 
     Parameters
@@ -56,64 +61,37 @@ def parse_nightscout_json(text: str, tz: tzinfo | str = UTC, subject: str = "") 
     text: a JSON array of entries, one entry object, or one entry object per line.
     tz: zone of a ``dateString`` that has no offset (tzinfo or IANA name), default UTC.
     subject: subject of every reading.
+    units: ``sgv`` is mg/dL by Nightscout's definition: only ``"mg/dL"`` (or None) is accepted.
+    info: filled with the units.
 
     Raises
     ------
     ValueError: the text is not JSON (nor JSON lines), its top level is neither an
-        array nor an object, or ``tz`` is unknown. Bad entries never raise: they
-        are returned as rejections.
+        array nor an object, ``units`` is not mg/dL, or ``tz`` is unknown. Bad entries
+        never raise: they are returned as rejections.
     """
-    zone = resolve_tz(tz)
-    items = _load_entries(text)
-    local = LocalTimes(zone)
-    candidates: list[Candidate] = []
-    rejected: list[Rejected] = []
-    for entry, raw, line in items:
-        if isinstance(entry, Rejected):
-            rejected.append(entry)
+    info = info if info is not None else FileInfo("nightscout")
+    return finish(nightscout_records(lambda: text_handle(text), tz=resolve_tz(tz), subject=subject,
+                                     units=normalize_units(units), info=info))
+
+
+def nightscout_records(open_text: Callable[[], TextIO], *, tz: tzinfo, subject: str, units: str | None,
+                       info: FileInfo) -> Iterator[Candidate | Rejected]:
+    """Every entry of a Nightscout entries text, as a candidate reading or a rejection, in file order."""
+    if units is not None and units != MG_DL:
+        raise ValueError(f"Nightscout sgv is always mg/dL (the API's definition), but units {units} were given: "
+                         "drop --units")
+    info.units, info.units_source = MG_DL, "Nightscout sgv is mg/dL"
+    local = LocalTimes(tz)
+    for item in json_items(open_text, "Nightscout"):
+        if item.error:
+            yield Rejected(item.text, item.line, item.error)
             continue
-        outcome = _parse_entry(entry, subject, local)
+        outcome = _parse_entry(item.value, subject, local)
         if isinstance(outcome, str):
-            rejected.append(Rejected(raw, line, outcome))
+            yield Rejected(item.text, item.line, outcome)
         else:
-            candidates.append(Candidate(outcome, raw, line))
-    return finish(candidates, rejected)
-
-
-def _load_entries(text: str) -> list[tuple[Any, str, int | None]]:
-    """(entry, raw text, line) triples; an unparseable JSON line is a Rejected in place of the entry."""
-    body = text.lstrip("\ufeff").strip()
-    if not body:
-        raise ValueError("Nightscout JSON is empty")
-    try:
-        document = json.loads(body)
-    except RecursionError:
-        raise ValueError("Nightscout JSON is nested too deeply") from None
-    except json.JSONDecodeError as err:
-        if body.startswith("{") and "\n" in body:
-            return _load_json_lines(text)
-        raise ValueError(f"Nightscout file is not valid JSON: {err}") from None
-    if isinstance(document, dict):
-        document = [document]
-    if not isinstance(document, list):
-        raise ValueError(
-            f"Nightscout entries must be a JSON array of objects, got a {type(document).__name__}"
-        )
-    return [(entry, _raw(entry), None) for entry in document]
-
-
-def _load_json_lines(text: str) -> list[tuple[Any, str, int | None]]:
-    items: list[tuple[Any, str, int | None]] = []
-    for index, line in enumerate(split_lines(text)):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            items.append((Rejected(clip_raw(line), index + 1, "malformed entry: not valid JSON"), "", None))
-            continue
-        items.append((entry, clip_raw(line), index + 1))
-    return items
+            yield Candidate(outcome, item.text, item.line)
 
 
 def _raw(entry: Any) -> str:
