@@ -19,7 +19,7 @@ from sim.cli.args import EXIT_USAGE, CliError, _Parser
 
 # Each command module has ``register(subparsers)``; its handler imports the
 # heavy parts lazily. Order here is the order in ``glucotwin --help``.
-_COMMAND_MODULES = ("sim.cli.trial", "sim.cli.replay", "sim.cli.bench", "sim.cli.run", "sim.cli.journal", "sim.cli.hil", "sim.cli.report", "sim.cli.faults", "sim.cli.population", "sim.cli.learn", "sim.cli.whatif")
+_COMMAND_MODULES = ("sim.cli.trial", "sim.cli.replay", "sim.cli.bench", "sim.cli.run", "sim.cli.journal", "sim.cli.hil", "sim.cli.report", "sim.cli.faults", "sim.cli.population", "sim.cli.learn", "sim.cli.whatif", "sim.cli.profile")
 
 
 def build_parser() -> argparse.ArgumentParser:
