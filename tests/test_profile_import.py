@@ -91,7 +91,7 @@ def test_mmol_is_converted_with_nightscouts_factor():
     assert profile.target_mg_dl == pytest.approx((99.1 + 117.1) / 2) and profile.target_schedule == ()
     assert profile.carb_ratio_g_per_u == 10.0 and profile.carb_ratio_schedule == ()  # g/U: no conversion
     assert profile.timezone == "Etc/GMT+8"  # Loop's "ETC/GMT+8", as Nightscout reads it
-    assert any("mg/dL x 18.0156 (Nightscout lib/constants.json MMOL_TO_MGDL)" in n for n in notes)
+    assert any("mg/dL x 18.01559 (Nightscout lib/constants.json MMOL_TO_MGDL)" in n for n in notes)
 
 
 def test_reference_values_are_time_weighted_means_and_an_estimated_tdi_is_an_assumption():

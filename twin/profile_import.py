@@ -180,7 +180,7 @@ def _nightscout_units(units: Any, where: str, notes: list[str]) -> float:
         return 1.0
     text = str(units).strip().lower()
     if "mmol" in text:
-        notes.append(f"units: mmol/L; sens and targets converted to mg/dL x {NIGHTSCOUT_MG_DL_PER_MMOL_L:g} "
+        notes.append(f"units: mmol/L; sens and targets converted to mg/dL x {NIGHTSCOUT_MG_DL_PER_MMOL_L} "
                      "(Nightscout lib/constants.json MMOL_TO_MGDL), rounded to 0.1")
         return NIGHTSCOUT_MG_DL_PER_MMOL_L
     if text in ("mg/dl", "mgdl", "mg"):
@@ -517,6 +517,6 @@ def _timezone(given: Any, override: str | None, where: str, notes: list[str], un
         raise ProfileImportError(f"{where}: timezone {given!r} is not an IANA time zone this system knows; give the "
                                  "zone of the schedules' clock with --timezone (e.g. \"Europe/Paris\")") from None
     notes.append(f"timezone {zone!r}" + (f" (written {given!r})" if zone != given else "")
-                 + ": every schedule is read at the local time of day there, across daylight saving, as the "
-                   "profile's clock reads it")
+                 + ": every schedule is read at the local time of day there (across daylight-saving changes, where "
+                   "the zone has them), as the profile's clock reads it")
     return zone
