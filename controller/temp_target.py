@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from twin.profile_import import NIGHTSCOUT_MG_DL_PER_MMOL_L  # Nightscout's own factor
+
 MIN_TARGET_MG_DL = 80.0
 MAX_TARGET_MG_DL = 200.0
 MAX_DURATION_MIN = 24 * 60.0
-NIGHTSCOUT_MG_DL_PER_MMOL_L = 18.0  # Nightscout converts with 18 (lib/constants.js MMOL_TO_MGDL)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def test_a_cancellation_and_a_bad_target_are_handled_and_journaled(tmp_path):
         source.items += treatment(10, 30, 40, 50)  # a typo: 45 mg/dL is refused, never a target
         feed(loop, source, clock, 2, 2)
         targets = [e.payload["dose"]["diagnostics"]["target_mg_dl"] for e in journal.events("decision")]
-        assert targets == [139.5, 139.5, 120.0, 120.0]
+        assert targets == [139.6, 139.6, 120.0, 120.0]  # 7.75 mmol/L x 18.01559, rounded to 0.1
         rejected = journal.last("rejection").payload["reason"]
         assert rejected.startswith("temporary target refused") and "80..200 mg/dL" in rejected
         assert [e.payload["duration_min"] for e in journal.events("temp_target")] == [120.0, 0.0]

@@ -170,7 +170,7 @@ def test_temporary_targets_are_bounded_and_read_from_nightscout_treatments():
     assert (mgdl.target_mg_dl, mgdl.duration_min, mgdl.start, mgdl.reason) == (90.0, 60.0, T0, "Eating Soon")
     mmol = from_nightscout({"eventType": "Temporary Target", "created_at": "2026-12-07T06:00:00Z",
                             "duration": 90, "targetBottom": 7.5, "targetTop": 8.0, "units": "mmol"})
-    assert mmol.target_mg_dl == pytest.approx(139.5)
+    assert mmol.target_mg_dl == pytest.approx(7.75 * 18.01559, abs=0.05)  # Nightscout's MMOL_TO_MGDL
     cancel = from_nightscout({"eventType": "Temporary Target", "created_at": "2026-12-07T06:30:00Z", "duration": 0})
     assert cancel.cancels and not cancel.active_at(T0 + timedelta(minutes=30))
     with pytest.raises(ValueError, match="not a Temporary Target"):
