@@ -200,3 +200,34 @@ def test_schedules_are_read_in_the_profiles_timezone_across_daylight_saving():
     assert "timezone = \"Europe/Paris\"" in profile_to_toml(profile)
     with pytest.raises(ConfigError, match="timezone"):
         parse_config({"profile": profile_table(timezone="Mars/Olympus"), "pump": PUMP})
+
+
+def test_the_report_draws_a_moving_target_and_shades_temporary_targets():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sim.report.traces import _draw_target
+    from sim.trial.metrics.units import MG_DL
+    from sim.trial.trace import Trace
+
+    n = 12
+    times = [T0 + timedelta(minutes=5 * i) for i in range(n)]
+    flat = Trace("p", 5.0, times, np.full(n, 120.0), np.full(n, 120.0), np.zeros(n), np.zeros(n),
+                 {"target_mg_dl": [120.0] * n, "temp_target": [""] * n})
+    moved = Trace("p", 5.0, times, np.full(n, 120.0), np.full(n, 120.0), np.zeros(n), np.zeros(n),
+                  {"target_mg_dl": [120.0] * 3 + [90.0] * 6 + [120.0] * 3,
+                   "temp_target": [""] * 3 + ["Eating Soon 90 mg/dL"] * 6 + [""] * 3})
+    hours = np.arange(n) * 5 / 60.0
+    fig, (a, b) = plt.subplots(2)
+    _draw_target(a, flat, hours, MG_DL)
+    _draw_target(b, moved, hours, MG_DL)
+    assert not a.lines and not a.patches  # a constant target is the shaded range already
+    assert [line.get_label() for line in b.lines] == ["controller target"]
+    assert list(b.lines[0].get_ydata()) == [120.0] * 3 + [90.0] * 6 + [120.0] * 3
+    spans = [p for p in b.patches if p.get_label() == "temporary target"]
+    assert len(spans) == 1 and spans[0].get_x() == pytest.approx(hours[3])
+    plt.close(fig)

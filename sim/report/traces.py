@@ -102,7 +102,7 @@ def _twin_columns(trace: Trace) -> list[tuple[str, np.ndarray, float]]:
     """Numeric ``*_mg_dl`` diagnostics as (name, values, shift in minutes)."""
     found = []
     for name, values in trace.diagnostics.items():
-        if not name.endswith("_mg_dl"):
+        if not name.endswith("_mg_dl") or name == "target_mg_dl":  # the target is drawn by _draw_target
             continue
         arr = _to_float_column(values)
         if arr is None or not np.isfinite(arr).any():
@@ -113,6 +113,28 @@ def _twin_columns(trace: Trace) -> list[tuple[str, np.ndarray, float]]:
 
 
 _TWIN_COLORS = ("#c2185b", "#7b1fa2", "#00838f", "#6d4c41")
+
+
+def _draw_target(ax, trace: Trace, hours: np.ndarray, u: GlucoseUnits) -> None:
+    """The controller's target when it moves (a target schedule or a temporary target), and the
+    temporary targets' spans shaded."""
+    target = _to_float_column(trace.diagnostics.get("target_mg_dl") or [])
+    if target is None or len(target) != len(hours) or not np.isfinite(target).any():
+        return
+    finite = target[np.isfinite(target)]
+    if finite.max() - finite.min() > 1e-9:
+        ax.step(hours, u.value(target), where="post", color="#2e7d32", lw=0.8, ls="-.", label="controller target")
+    temp = [bool(v) for v in (trace.diagnostics.get("temp_target") or [])]
+    if len(temp) == len(hours) and any(temp):
+        start = None
+        for i, on in enumerate(temp + [False]):
+            if on and start is None:
+                start = i
+            elif not on and start is not None:
+                end = hours[i] if i < len(hours) else hours[-1]
+                ax.axvspan(hours[start], end, color="#fbc02d", alpha=0.15, lw=0,
+                           label="temporary target" if start == temp.index(True) else None)
+                start = None
 
 
 def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool, u: GlucoseUnits = MG_DL) -> None:
@@ -138,6 +160,7 @@ def _draw_trace(ax, trace: Trace, t0: datetime, detail: bool, u: GlucoseUnits = 
                 ax.annotate(f"{grams:.0f} g", (x, 0.05 * top), xytext=(0, 6), textcoords="offset points",
                             ha="center", fontsize=7, color="#a0521a")
     _draw_advice(ax, trace, hours, top, detail)
+    _draw_target(ax, trace, hours, u)
     ax2 = ax.twinx()
     basal = _to_float_column(trace.diagnostics["basal_u_per_h"]) if "basal_u_per_h" in trace.diagnostics else None
     bolus = _to_float_column(trace.diagnostics["bolus_u"]) if "bolus_u" in trace.diagnostics else None
