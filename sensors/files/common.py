@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sensors.reading import GlucoseReading, glucose_range_reason
@@ -192,8 +192,7 @@ class LocalTimes:
         return chosen.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A parsed reading and where it came from, before de-duplication."""
 
     reading: GlucoseReading

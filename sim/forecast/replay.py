@@ -556,7 +556,7 @@ class _StreamScorer:
         window, start = self._window, self._start
         while start < len(window) and window[start][0] < keep_from:
             start += 1
-        if start > 4096 and start * 2 > len(window):
+        if start > 1024 and start * 2 > len(window):
             del window[:start]
             start = 0
         self._start = start
