@@ -16,6 +16,8 @@ HYPER_AXIS_MAX_PCT = 60.0
 ZONE_COLORS = ("#5cb85c", "#d4e157", "#ffca28", "#fb8c00", "#e53935")
 _RUN_COLORS = ("#1f4e9c", "#c0392b", "#27874a", "#8e44ad")
 _GROUP_MARKERS = {"adolescent": "s", "adult": "o", "child": "^"}
+_GROUP_COLORS = {"adolescent": "#7b1fa2", "adult": "#1f4e9c", "child": "#c0392b"}
+"""One run: colour by group; several runs: colour by run, marker by group."""
 NAMED_ABOVE_GRI = 40.0
 """Dots of a GRI above this (zones C-E) are labelled with the patient's name."""
 
@@ -69,6 +71,8 @@ def _draw_points(ax, runs: Sequence[TrialRun], kind: str) -> int:
             xc, yc = np.minimum(x, HYPO_AXIS_MAX_PCT), np.minimum(y, HYPER_AXIS_MAX_PCT)
             label = f"{run.label}: {group}" if len(runs) > 1 else group
             marker = _GROUP_MARKERS.get(group, "D")
+            if len(runs) == 1:
+                color = _GROUP_COLORS.get(group, "#555555")
             ax.scatter(xc[~out], yc[~out], s=26, marker=marker, color=color, edgecolor="white", lw=0.5,
                        zorder=4, label=label)
             if out.any():
