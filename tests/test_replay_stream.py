@@ -146,3 +146,10 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
     assert proc.returncode == 0 and b"best at 30 min" in out
     text = seen.decode(errors="replace")
     assert "readings with persistence, linear" in text and "\r[" in text and "elapsed" in text
+
+
+def test_bench_measures_the_replay_process_peak_memory():
+    from sim.bench.replay_memory import replay_memory
+
+    figures = replay_memory(quick=True)
+    assert set(figures) == {"replay_rss_mb"} and 20.0 < figures["replay_rss_mb"] < 150.0

@@ -86,6 +86,10 @@ def run_bench(quick: bool = False, workers: int | None = None) -> dict[str, Any]
 
     out.update(startup())
     out.update(loop_footprint(days=0.05 if quick else 0.25))
+
+    from sim.bench.replay_memory import replay_memory
+
+    out.update(replay_memory(quick=quick))
     return out
 
 
@@ -125,6 +129,7 @@ GOALS = {
     "startup_s": ("<=", 1.0),
     "learn_s": ("<=", 60.0),  # 14 days here; a Pi 4 core is 3-4x slower: a few minutes there
     "whatif_ms_p50": ("<=", 50.0),  # one closed-loop question, 6 h (issue 19)
+    "replay_rss_mb": ("<=", 150.0),  # glucotwin replay streaming 100k readings (issue 20: 2.1 GB for 1.4 M before)
 }
 
 
