@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.cli.args import CliError, positive_float
+from sim.cli.args import CliError, add_units_argument, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nightscout-receiver", action="store_true",
                    help="upload to a local Nightscout-API receiver; what it got goes to <out>/nightscout-received.json")
     p.add_argument("--no-report", action="store_true", help="do not write report.html (glucotwin report) to --out")
+    add_units_argument(p)
     p.set_defaults(handler=_cmd_hil)
 
 
@@ -73,7 +74,7 @@ def _cmd_hil(args: argparse.Namespace) -> int:
     finally:
         if receiver is not None:
             print(finish_local_receiver(receiver, args.out))
-    print(format_tables(result.summary))
+    print(format_tables(result.summary, args.units))
     counts = hil_summary_extra(args.out, args.patients)
     for patient, c in counts.items():
         print(f"journal {patient}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
@@ -81,5 +82,5 @@ def _cmd_hil(args: argparse.Namespace) -> int:
     if not args.no_report:
         from sim.report import report_after_run  # never raises: a failed report is a one-line warning
 
-        report_after_run(args.out)
+        report_after_run(args.out, units=args.units)
     return 0

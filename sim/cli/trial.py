@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.cli.args import CliError, non_negative_int, positive_float, positive_int
+from sim.cli.args import CliError, add_units_argument, non_negative_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output directory (default runs/<controller>-<arm>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write report.html (glucotwin report) to --out")
+    add_units_argument(p)
     p.set_defaults(handler=_cmd_trial)
 
 
@@ -120,19 +121,24 @@ def _directory_name(controller) -> str:
     return controller if isinstance(controller, str) else controller.spec.replace(":", ".")
 
 
-def _cohort_comparison(results: list) -> str:
+def _cohort_comparison(results: list, units: str = "mg") -> str:
     """One line per controller: cohort and group TIR and time below range on true BG."""
+    from sim.trial.metrics.units import glucose_units
+
+    u = glucose_units(units)
     plural = {"adolescent": "adolescents", "adult": "adults", "child": "children"}
-    lines = ["comparison (true BG, % of samples; groups are means over patients):",
-             f"{'controller':<44}{'group':<17}{'TIR':>6}{'<70':>6}{'<54':>6}{'>180':>6}{'>250':>6}{'mean':>6}"]
+    heads = ["TIR"] + [f"{sign}{u.threshold(v)}" for sign, v in (("<", 70), ("<", 54), (">", 180), (">", 250))]
+    lines = [f"comparison (true BG, % of samples; groups are means over patients; glucose in {u.label}):",
+             f"{'controller':<44}{'group':<17}" + "".join(f"{h:>6}" for h in heads) + f"{'mean':>6}"]
     for label, summary in results:
         rows = [("all", summary["cohort"])] + list(summary["groups"].items())
         for i, (group, agg) in enumerate(rows):
             bg = agg["bg"]
             name = label.split(" ")[0] if i == 0 else ""
+            mean = f"{u.value(bg['mean']):6{u.spec}}"
             lines.append(f"{name:<44}{plural.get(group, group) + ' (' + str(agg['n']) + ')':<17}{bg['in_range_70_180']:6.1f}"
                          f"{bg['below_70']:6.1f}{bg['below_54']:6.1f}{bg['above_180']:6.1f}{bg['above_250']:6.1f}"
-                         f"{bg['mean']:6.0f}")
+                         f"{mean}")
     return "\n".join(lines)
 
 
@@ -180,13 +186,13 @@ def _cmd_trial(args: argparse.Namespace) -> int:
         results.append((summary["controller"], summary))
         directories.append(out_dir)
         print()
-    print(_cohort_comparison(results))
+    print(_cohort_comparison(results, args.units))
     if not args.no_report:
-        _comparison_report(base, directories)
+        _comparison_report(base, directories, args.units)
     return 0
 
 
-def _comparison_report(base: Path, directories: list[Path]) -> None:
+def _comparison_report(base: Path, directories: list[Path], units: str = "mg") -> None:
     """OUT/report.html: the first run against the others (glucotwin report DIR --compare ...)."""
     import sys
     import time
@@ -195,7 +201,7 @@ def _comparison_report(base: Path, directories: list[Path]) -> None:
         from sim.report import write_report
 
         tic = time.perf_counter()
-        path = write_report(directories[0], out=base / "report.html", compare=directories[1:])
+        path = write_report(directories[0], out=base / "report.html", compare=directories[1:], units=units)
     except Exception as exc:  # a report must never fail the trials it compares
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(f"glucotwin: warning: comparison report not written: {message}", file=sys.stderr)
@@ -231,12 +237,12 @@ def _trial_of_one(args, controller, patients, protocol, engine, out, format_tabl
         out_dir = out or Path("runs") / f"mpc-learned-{args.arm}"
         result = run_onboarding(patients, protocol, args.learn_days, out_dir, workers=args.workers,
                                 progress=not args.quiet)
-        print(format_tables(result.summary))
+        print(format_tables(result.summary, args.units))
         print(f"wrote history/, twins/, learning.json, {len(patients)} traces and summary.json to {out_dir}")
         if not args.no_report:
             from sim.report import report_after_run
 
-            report_after_run(out_dir)
+            report_after_run(out_dir, units=args.units)
         return result.summary
     try:
         result = run_trial(controller, patients, protocol, out_dir=out_dir, workers=args.workers,
@@ -250,7 +256,7 @@ def _trial_of_one(args, controller, patients, protocol, engine, out, format_tabl
         if isinstance(exc, UserControllerError):
             raise CliError(str(exc)) from None
         raise
-    print(format_tables(result.summary))
+    print(format_tables(result.summary, args.units))
     if args.twin is not None:
         from sim.learn.onboarding import write_learning_of_twins
 
@@ -269,5 +275,5 @@ def _trial_of_one(args, controller, patients, protocol, engine, out, format_tabl
     if not args.no_report:
         from sim.report import report_after_run  # never raises: a failed report is a one-line warning
 
-        report_after_run(out_dir)
+        report_after_run(out_dir, units=args.units)
     return result.summary
