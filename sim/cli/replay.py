@@ -115,7 +115,7 @@ class _Meter:
         self._estimated = False
 
     def reading_file(self, done: int, total: int) -> None:
-        if self.bar:
+        if self.bar and (time.perf_counter() - self._drawn >= 0.25 or done >= total):
             self._draw(f"reading {done / 1e6:.1f} of {total / 1e6:.1f} MB", done, total, self._start)
 
     def start_replay(self, total: int, methods: list[str]) -> None:
