@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sim.cli.args import CliError, positive_float, positive_int
+from sim.cli.args import CliError, add_units_argument, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--when", default=None, metavar="ISO",
                    help="ask the twin as it was at this moment of the journal (default: its last cycle)")
     p.add_argument("--horizon", type=positive_float, default=360.0, metavar="MIN", help="forecast horizon (default 360)")
+    add_units_argument(p)
     p.add_argument("--out", type=Path, default=Path("whatif"), metavar="PREFIX",
                    help="write PREFIX.png, PREFIX.html, PREFIX.json (default ./whatif)")
     p.set_defaults(handler=_cmd_whatif)
@@ -174,8 +175,8 @@ def _answer(args: argparse.Namespace, policy, who: str) -> int:
         raise CliError(str(exc)) from None
     from sim.whatif.present import table, write_outputs
 
-    print(table(answer, who))
-    paths = write_outputs(answer, args.out, who)
+    print(table(answer, who, args.units))
+    paths = write_outputs(answer, args.out, who, args.units)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
