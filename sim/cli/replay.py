@@ -13,7 +13,7 @@ from sensors import (
     FORMATS,  # standard library only: light enough for the CLI's start-up
 )
 from sensors.files.units import UNITS
-from sim.cli.args import CliError, positive_float
+from sim.cli.args import CliError, add_units_argument, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write a self-contained HTML report here (default: with --json or --forecasts, "
                         "beside it with .html); it holds the readings in memory, 17 bytes each")
     p.add_argument("--no-report", action="store_true", help="write no HTML report")
+    add_units_argument(p, flag="--report-units", dest="report_units")  # --units names the input file's unit
     p.add_argument("--quiet", action="store_true", help="no progress bar and no time estimate on stderr")
     p.set_defaults(handler=_cmd_replay)
 
@@ -299,7 +300,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"insulin, {', '.join(names)}: {text}")
     if unavailable:
         print("not compared: " + "; ".join(f"{name} ({why})" for name, why in unavailable.items()))
-    print(format_table(result.evaluation, nominal_coverage(methods, result.methods)))
+    print(format_table(result.evaluation, nominal_coverage(methods, result.methods), args.report_units))
 
     def summary() -> dict:
         return build_report(result, file=str(args.file), format=cgm.format, rejected=cgm.rejections,
@@ -321,5 +322,5 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
 
         replay_report_after_run(args.report or replay_report_path(args.json or args.forecasts), summary(),
-                                kept, drawn.rows, tz=args.tz)
+                                kept, drawn.rows, tz=args.tz, units=args.report_units)
     return 0

@@ -760,10 +760,19 @@ def _fmt(x: float | None, spec: str, width: int = 6) -> str:
     return f"{'-':>{width}}" if x is None else f"{format(x, spec):>{width}}"
 
 
-def format_table(evaluation: Evaluation, nominal: Mapping[str, float] | None = None) -> str:
+def format_table(evaluation: Evaluation, nominal: Mapping[str, float] | None = None, units: str = "mg") -> str:
     """Method × horizon RMSE, MAE, bias, band coverage (measured and nominal) and n, then the
     best method per horizon. ``nominal``: each method's nominal band coverage (default
-    :data:`~twin.forecaster.BAND_COVERAGE` for all)."""
+    :data:`~twin.forecaster.BAND_COVERAGE` for all). ``units``: "mg" (mg/dL) or "mmol" (mmol/L)
+    for the errors."""
+    from sim.trial.metrics.units import glucose_units
+
+    u = glucose_units(units)
+    k = u.per_mg_dl
+    d = 2 if u.name == "mg" else 3  # mmol/L errors with one more decimal
+
+    def k_(x: float | None) -> float | None:
+        return None if x is None else x * k
     nominal = {m: (nominal or {}).get(m, BAND_COVERAGE) for m in evaluation.methods}
     width = max([len("method")] + [len(m) for m in evaluation.methods])
     lines = [f"{'method':<{width}}  {'horizon':>7}  {'n':>6}  {'RMSE':>6}  {'MAE':>6}  {'bias':>6}  {'cover':>5}"
@@ -772,11 +781,11 @@ def format_table(evaluation: Evaluation, nominal: Mapping[str, float] | None = N
         for m in evaluation.methods:
             s = evaluation.scores[m][h]
             lines.append(
-                f"{m:<{width}}  {horizon_key(h) + ' min':>7}  {s.n:>6}  {_fmt(s.rmse_mg_dl, '6.2f')}  "
-                f"{_fmt(s.mae_mg_dl, '6.2f')}  {_fmt(s.bias_mg_dl, '+6.2f')}  {_fmt(s.coverage, '5.2f', 5)}"
+                f"{m:<{width}}  {horizon_key(h) + ' min':>7}  {s.n:>6}  {_fmt(k_(s.rmse_mg_dl), f'6.{d}f')}  "
+                f"{_fmt(k_(s.mae_mg_dl), f'6.{d}f')}  {_fmt(k_(s.bias_mg_dl), f'+6.{d}f')}  {_fmt(s.coverage, '5.2f', 5)}"
                 f"  {nominal[m]:>4.0%}"
             )
-    lines.append(f"(mg/dL; same {' / '.join(str(evaluation.pairs[h]) for h in evaluation.horizons_min)} "
+    lines.append(f"({u.label}; same {' / '.join(str(evaluation.pairs[h]) for h in evaluation.horizons_min)} "
                  f"pairs for every method; cover = share of readings inside the method's band, "
                  f"a central prediction interval of nominal coverage 'band')")
     for h in evaluation.horizons_min:
@@ -785,8 +794,8 @@ def format_table(evaluation: Evaluation, nominal: Mapping[str, float] | None = N
             lines.append(f"best at {horizon_key(h)} min: none (no pair could be scored)")
             continue
         others = ", ".join(
-            f"{m} {evaluation.scores[m][h].rmse_mg_dl:.2f}" for m in evaluation.methods if m != best
+            f"{m} {evaluation.scores[m][h].rmse_mg_dl * k:.{d}f}" for m in evaluation.methods if m != best
         )
-        lines.append(f"best at {horizon_key(h)} min: {best} (RMSE {evaluation.scores[best][h].rmse_mg_dl:.2f} mg/dL"
-                     + (f"; {others}" if others else "") + ")")
+        lines.append(f"best at {horizon_key(h)} min: {best} (RMSE {evaluation.scores[best][h].rmse_mg_dl * k:.{d}f} "
+                     f"{u.label}" + (f"; {others}" if others else "") + ")")
     return "\n".join(lines)
