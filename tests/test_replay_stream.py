@@ -153,3 +153,15 @@ def test_bench_measures_the_replay_process_peak_memory():
 
     figures = replay_memory(quick=True)
     assert set(figures) == {"replay_rss_mb"} and 20.0 < figures["replay_rss_mb"] < 150.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-400, 400, allow_nan=False), min_size=1, max_size=300),
+       st.floats(0.0, 0.5))
+def test_the_bands_quantiles_are_numpys_bit_for_bit(values, tail):
+    import numpy as np
+
+    from twin.forecaster import _quantiles
+
+    v = np.array(values)
+    assert _quantiles(v, (tail, 1.0 - tail)) == [float(x) for x in np.quantile(v, [tail, 1.0 - tail])]
