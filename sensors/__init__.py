@@ -7,13 +7,15 @@ paho-mqtt and pyserial are imported by :mod:`sensors.mqtt_source` and
 here on first use.
 
 - :mod:`sensors.reading`: :class:`GlucoseReading`, :class:`Rejected`, :class:`ReadResult`
-- :mod:`sensors.files.read`: :func:`read_cgm_file` for iglu CSV, Dexcom Clarity CSV and
-  Nightscout entries JSON (one reader module each: ``file_iglu``, ``file_clarity``,
-  ``file_nightscout``)
+- :mod:`sensors.files.read`: :func:`read_cgm_file` for iglu CSV, Dexcom Clarity CSV, Abbott
+  LibreView CSV, Nightscout entries JSON and Tidepool export JSON (one reader module each in
+  :mod:`sensors.files`; any delimiter, decimal commas, mg/dL or mmol/L); :class:`sensors.files.source.CgmFile`
+  streams a file of any size
 - :mod:`sensors.validation`: :class:`ReadingValidator` judges live readings against
   the clock and the previous reading (range, future, stale, duplicate, order, rate)
-- :mod:`sensors.nightscout.entry`: single Nightscout entries and carb treatments
-  (:class:`CarbAnnouncement`) as carried by MQTT and the Nightscout receiver
+- :mod:`sensors.nightscout.entry`: single Nightscout entries, carb treatments
+  (:class:`CarbAnnouncement`) and temporary targets (``TempTargetTreatment``) as carried by MQTT
+  and the Nightscout receiver
 - :mod:`sensors.mqtt_source`: :class:`MqttCgmSource`, :class:`MqttCgmPublisher`, :class:`MqttSettings`
 - :mod:`sensors.serial.source`: :class:`SerialCgmSource` (COBS frames or text lines,
   :mod:`sensors.serial.frames`; see ``sensors/SERIAL.md``)
