@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.cli.args import CliError, non_negative_int, positive_float, positive_int
+from sim.cli.args import CliError, add_units_argument, non_negative_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output directory (default runs/population-<controller>-<arm>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_units_argument(p)
     p.set_defaults(handler=_cmd_population)
 
 
@@ -66,7 +67,7 @@ def _cmd_population(args: argparse.Namespace) -> int:
                                 traces=args.traces, scaling=args.scaling)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    print(format_population_tables(result.summary))
+    print(format_population_tables(result.summary, args.units))
     written = "summary.json, patients.csv" + (" and traces.npz" if args.traces else "")
     print(f"wrote {written} to {out_dir}")
     return 0

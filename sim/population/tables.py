@@ -4,35 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-_TABLE_COLUMNS = (("TIR", "in_range_70_180", "{:6.1f}"), ("<70", "below_70", "{:6.1f}"),
-                  ("<54", "below_54", "{:6.1f}"), (">180", "above_180", "{:6.1f}"),
-                  (">250", "above_250", "{:6.1f}"), ("mean", "mean", "{:6.0f}"), ("CV", "CV", "{:6.1f}"))
 _STATS = ("mean", "sd", "min", "p5", "p25", "median", "p75", "p95", "max")
 
 
-def format_population_tables(summary: dict[str, Any]) -> str:
-    """The tables ``glucotwin population`` prints: distributions over the population, throughput."""
+def _columns(u: Any) -> tuple[tuple[str, str, str], ...]:
+    """The table's columns with their range limits and the mean in ``u``."""
+    t = u.threshold
+    return (("TIR", "in_range_70_180", "{:6.1f}"), (f"<{t(70)}", "below_70", "{:6.1f}"),
+            (f"<{t(54)}", "below_54", "{:6.1f}"), (f">{t(180)}", "above_180", "{:6.1f}"),
+            (f">{t(250)}", "above_250", "{:6.1f}"), ("mean", "mean", "{:6" + u.spec + "}"), ("CV", "CV", "{:6.1f}"))
+
+
+def format_population_tables(summary: dict[str, Any], units: str = "mg") -> str:
+    """The tables ``glucotwin population`` prints: distributions over the population, throughput
+    (glucose in ``units``: "mg" for mg/dL, "mmol" for mmol/L)."""
+    from sim.trial.metrics.units import glucose_units
+
+    u = glucose_units(units)
+    columns = _columns(u)
+    conv = lambda key, x: u.value(x) if key == "mean" else x  # noqa: E731 - only the mean is a glucose
     spec = summary["spec"]
     lines = [
         f"plant: {summary['plant']}",
         f"population of {spec['size']} (seed {spec['seed']}), controller {summary['controller']}, arm {spec['arm']}, "
-        f"{spec['days']:g} days, sensor {spec['sensor']}; true glucose, % of samples",
+        f"{spec['days']:g} days, sensor {spec['sensor']}; true glucose, % of samples, glucose in {u.label}",
     ]
     head = "metric".ljust(8) + "".join(s.rjust(8) for s in _STATS)
     lines += ["distribution over patients", head, "-" * len(head)]
     dist = summary["population_results"]["bg"]
-    for title, key, _ in _TABLE_COLUMNS:
-        lines.append(title.ljust(8) + "".join(f"{dist[key][s]:8.1f}" for s in _STATS))
+    for title, key, _ in columns:
+        lines.append(title.ljust(8) + "".join(f"{conv(key, dist[key][s]):8.1f}" for s in _STATS))
     lines.append("-" * len(head))
-    group_head = "group".ljust(18) + "".join(f"{t:>7}" for t, _, _ in _TABLE_COLUMNS) + "   median TIR"
+    group_head = "group".ljust(18) + "".join(f"{t:>7}" for t, _, _ in columns) + "   median TIR"
     lines += ["means by base group (true glucose)", group_head]
     plural = {"adolescent": "adolescents", "adult": "adults", "child": "children"}
     for group, block in summary["groups"].items():
-        cells = "".join(fmt.format(block["mean_bg"][key]).rjust(7) for _, key, fmt in _TABLE_COLUMNS)
+        cells = "".join(fmt.format(conv(key, block["mean_bg"][key])).rjust(7) for _, key, fmt in columns)
         lines.append(f"{plural[group]} ({block['n']})".ljust(18) + cells
                      + f"{block['bg']['in_range_70_180']['median']:13.1f}")
     total = summary["population_results"]
-    cells = "".join(fmt.format(total["mean_bg"][key]).rjust(7) for _, key, fmt in _TABLE_COLUMNS)
+    cells = "".join(fmt.format(conv(key, total["mean_bg"][key])).rjust(7) for _, key, fmt in columns)
     lines.append(f"all ({total['n']})".ljust(18) + cells + f"{total['bg']['in_range_70_180']['median']:13.1f}")
     targets = total["meeting_targets_pct"]
     lines.append("patients meeting consensus targets: "
