@@ -9,7 +9,7 @@ from datetime import timedelta
 from controller.loop.journal import Journal
 from sensors.mqtt_source import MqttSettings, parse_message
 from sensors.nightscout.entry import TempTargetTreatment
-from tests.test_runtime import T0, Clock, MemoryPump, feed, make_loop
+from test_runtime import T0, Clock, MemoryPump, feed, make_loop
 
 SETTINGS = MqttSettings(subject="test")
 

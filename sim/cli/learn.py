@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.cli.args import CliError, positive_float, positive_int
+from sim.cli.args import CliError, add_units_argument, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="parallel processes for a directory of traces (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only a line per twin")
+    add_units_argument(p)
     p.set_defaults(handler=_cmd_learn)
 
 
@@ -47,7 +48,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
             for line in learn_directory(args.history, args.out, args.days, args.workers):
                 print(line)
             return 0
-        print(learn_one(args.history, args.out, args.profile, args.days, quiet=args.quiet))
+        print(learn_one(args.history, args.out, args.profile, args.days, quiet=args.quiet, units=args.units))
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -60,12 +60,13 @@ def learn_path(path: Path, profile_path: Path | None = None, days: float = 14.0)
     return learn(TwinBase.from_profile(profile, prior), loaded.history.last_days(days))
 
 
-def learn_one(path: Path, out: Path, profile_path: Path | None, days: float, quiet: bool = False) -> str:
+def learn_one(path: Path, out: Path, profile_path: Path | None, days: float, quiet: bool = False,
+              units: str = "mg") -> str:
     learned = learn_path(path, profile_path, days)
     learned.save(out)
     if quiet:
         return summary_line(learned, out)
-    return format_learned(learned, str(path)) + f"\n\nwrote {out}"
+    return format_learned(learned, str(path), units) + f"\n\nwrote {out}"
 
 
 def summary_line(learned: LearnedTwin, out: Path) -> str:
