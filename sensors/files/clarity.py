@@ -21,8 +21,6 @@ mmol/L values are converted with 18.0182 mg/dL per mmol/L; a decimal comma
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,9 +29,10 @@ from datetime import UTC, tzinfo
 from sensors.files.common import (
     LocalTimes,
     clip_raw,
-    glucose_reason,
-    parse_decimal,
+    device_reading,
+    glucose_cell,
     parse_timestamp,
+    redact_field,
     resolve_tz,
     text_handle,
 )
@@ -108,13 +107,7 @@ class ClarityFormat(CsvFormat):
 
     def raw(self, line: str, fields: list[str], columns: _Columns, delimiter: str) -> str:
         """The line, with a non-empty Patient Info field (a name, a birth date) replaced."""
-        if columns.patient is None or columns.patient >= len(fields) or not fields[columns.patient].strip():
-            return line
-        fields = list(fields)
-        fields[columns.patient] = "<redacted>"
-        out = io.StringIO()
-        csv.writer(out, delimiter=delimiter, lineterminator="").writerow(fields)
-        return out.getvalue()
+        return redact_field(line, fields, columns.patient, delimiter)
 
     def row(self, fields: list[str], columns: _Columns, subject: str, local: LocalTimes) -> GlucoseReading | str:
         bad = expect_fields(fields, columns.n)
@@ -130,26 +123,11 @@ class ClarityFormat(CsvFormat):
         time = local.to_utc(stamp, subject)
         if isinstance(time, str):
             return time
-        value_text = fields[columns.glucose].strip()
-        clipped = value_text.lower() in _CLIPPED
-        if clipped:
-            glucose = _CLIPPED[value_text.lower()]
-        elif not value_text:
-            return "missing glucose"
-        else:
-            value = parse_decimal(value_text)
-            if value is None:
-                return f"non-numeric glucose {clip_raw(value_text)!r}"
-            glucose = value * columns.mg_dl_per_unit
-        reason = glucose_reason(glucose)
-        if reason:
-            return reason
-        device = fields[columns.device].strip() if columns.device is not None else ""
-        source = f"{SOURCE}:{device}" if device else SOURCE
-        try:
-            return GlucoseReading(time=time, glucose_mg_dl=glucose, source=source, subject=subject, clipped=clipped)
-        except ValueError as err:  # defensive: the checks above should make this unreachable
-            return f"malformed row: {err}"
+        cell = glucose_cell(fields[columns.glucose], columns.mg_dl_per_unit, _CLIPPED)
+        if isinstance(cell, str):
+            return cell
+        device = fields[columns.device] if columns.device is not None else ""
+        return device_reading(time, cell, device, SOURCE, subject)
 
 
 CLARITY = ClarityFormat()

@@ -12,6 +12,7 @@ import csv
 import io
 import re
 from datetime import UTC, datetime, tzinfo
+from collections.abc import Mapping
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -198,3 +199,45 @@ class Candidate(NamedTuple):
     reading: GlucoseReading
     raw: str
     line: int | None
+
+
+def redact_field(line: str, fields: list[str], index: int | None, delimiter: str) -> str:
+    """``line`` with its field ``index`` replaced by ``<redacted>`` when that field holds anything (a name,
+    a birth date, notes): what a rejection may keep of a row."""
+    if index is None or index >= len(fields) or not fields[index].strip():
+        return line
+    fields = list(fields)
+    fields[index] = "<redacted>"
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def glucose_cell(value_text: str, mg_dl_per_unit: float, clipped_words: Mapping[str, float]) -> tuple[float, bool] | str:
+    """A glucose cell as (mg/dL, clipped), or the reason it is none: a word of ``clipped_words`` (``Low``,
+    ``HI``: the sensor's limit, clipped), a number in the file's unit (decimal comma allowed), else a reason."""
+    text = value_text.strip()
+    if text.lower() in clipped_words:
+        glucose, clipped = clipped_words[text.lower()], True
+    elif not text:
+        return "missing glucose"
+    else:
+        value = parse_decimal(text)
+        if value is None:
+            return f"non-numeric glucose {clip_raw(text)!r}"
+        glucose, clipped = value * mg_dl_per_unit, False
+    reason = glucose_reason(glucose)
+    return reason if reason else (glucose, clipped)
+
+
+def device_reading(time: datetime, cell: tuple[float, bool], device: str, source: str,
+                   subject: str) -> GlucoseReading | str:
+    """The reading of a row whose time and glucose cell are good, its source ``source:device``."""
+    glucose, clipped = cell
+    device = device.strip()
+    try:
+        return GlucoseReading(time=time, glucose_mg_dl=glucose, source=f"{source}:{device}" if device else source,
+                              subject=subject, clipped=clipped)
+    except ValueError as err:  # defensive: the checks before should make this unreachable
+        return f"malformed row: {err}"
+

@@ -35,14 +35,13 @@ lines is.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
-from sensors.files.common import LocalTimes, clip_raw, glucose_reason, parse_decimal, resolve_tz, text_handle
+from sensors.files.common import (LocalTimes, clip_raw, device_reading, glucose_cell, redact_field, resolve_tz,
+                                  text_handle)
 from sensors.files.delimited import CsvFormat, FileInfo, csv_records, expect_fields
 from sensors.files.ordering import finish
 from sensors.files.units import MG_DL, MMOL_L, mg_dl_per, normalize_units
@@ -148,13 +147,7 @@ class LibreViewFormat(CsvFormat):
 
     def raw(self, line: str, fields: list[str], columns: _Columns, delimiter: str) -> str:
         """The line, with a non-empty Notes field (free text the person wrote) replaced."""
-        if columns.notes is None or columns.notes >= len(fields) or not fields[columns.notes].strip():
-            return line
-        fields = list(fields)
-        fields[columns.notes] = "<redacted>"
-        out = io.StringIO()
-        csv.writer(out, delimiter=delimiter, lineterminator="").writerow(fields)
-        return out.getvalue()
+        return redact_field(line, fields, columns.notes, delimiter)
 
     def row(self, fields: list[str], columns: _Columns, subject: str, local: LocalTimes) -> GlucoseReading | str:
         bad = expect_fields(fields, columns.n)
@@ -174,26 +167,11 @@ class LibreViewFormat(CsvFormat):
         time = local.to_utc(stamp, subject)
         if isinstance(time, str):
             return time
-        value_text = fields[value_index].strip()
-        clipped = value_text.lower() in _CLIPPED
-        if clipped:
-            glucose = _CLIPPED[value_text.lower()]
-        elif not value_text:
-            return "missing glucose"
-        else:
-            value = parse_decimal(value_text)
-            if value is None:
-                return f"non-numeric glucose {clip_raw(value_text)!r}"
-            glucose = value * columns.mg_dl_per_unit
-        reason = glucose_reason(glucose)
-        if reason:
-            return reason
-        device = fields[columns.device].strip() if columns.device is not None else ""
-        source = f"{SOURCE}:{device}" if device else SOURCE
-        try:
-            return GlucoseReading(time=time, glucose_mg_dl=glucose, source=source, subject=subject, clipped=clipped)
-        except ValueError as err:  # defensive: the checks above should make this unreachable
-            return f"malformed row: {err}"
+        cell = glucose_cell(fields[value_index], columns.mg_dl_per_unit, _CLIPPED)
+        if isinstance(cell, str):
+            return cell
+        device = fields[columns.device] if columns.device is not None else ""
+        return device_reading(time, cell, device, SOURCE, subject)
 
 
 def date_order_of(stamps: Iterable[str]) -> str | None:
