@@ -113,6 +113,21 @@ class TwinMPCPolicy:
             return tt.target_mg_dl, tt
         return self.profile.target_at(time), None
 
+    def max_basal_u_per_h(self, scheduled_u_per_h: float) -> float:
+        """The highest temp basal the MPC may propose now (the supervisor bounds it again)."""
+        return min(self.limits.max_basal_u_per_h, self.limits.max_basal_multiple * scheduled_u_per_h)
+
+    def meal_bolus(self, est: TwinEstimator, carbs_g: float, glucose_mg_dl: float, iob_u: float, time: datetime,
+                   scheduled_u_per_h: float) -> Any:
+        """The meal bolus for ``carbs_g`` announced at ``time`` (:func:`decide_meal_bolus` with the
+        settings in force then: target, carb ratio, correction factor), or None when meal boluses are off.
+        Shared by the live cycle and the closed-loop what-if, so both decide alike."""
+        if self.settings.meal_bolus is None:
+            return None
+        p, minute = self.profile, self.profile.minute_of_day(time)
+        return decide_meal_bolus(est, carbs_g, glucose_mg_dl, iob_u, self.target_at(time)[0], p.carb_ratio_at(minute),
+                                 p.correction_factor_at(minute), scheduled_u_per_h, self.settings.meal_bolus)
+
     def record_delivery(self, time: datetime, basal_u_per_h: float, minutes: float, bolus_u: float) -> None:
         """Book insulin the pump confirmed: the twin and the supervisor's insulin on board."""
         if self.estimator is not None:
@@ -161,18 +176,16 @@ class TwinMPCPolicy:
         outcome = est.update(inp.time, inp.cgm_mg_dl)
         self.supervisor.observe(inp.time, inp.cgm_mg_dl)  # the supervisor judges every reading itself
 
-        max_basal = min(self.limits.max_basal_u_per_h, self.limits.max_basal_multiple * scheduled)
+        max_basal = self.max_basal_u_per_h(scheduled)
         meal = None
         if est.readings_accepted == 0:
             proposal = Dose(scheduled, 0.0, "no accepted CGM reading yet: scheduled basal")
             mpc_status = "not run"
         else:
-            if inp.announced_carbs_g > 0 and self.settings.meal_bolus is not None:
+            if inp.announced_carbs_g > 0:
                 glucose_now = inp.cgm_mg_dl if outcome.accepted and inp.cgm_mg_dl is not None else est.glucose_mg_dl
-                p = self.profile
-                meal = decide_meal_bolus(est, inp.announced_carbs_g, glucose_now, self.supervisor.iob_u(inp.time),
-                                         target, p.carb_ratio_at(minute), p.correction_factor_at(minute),
-                                         scheduled, self.settings.meal_bolus)
+                meal = self.meal_bolus(est, inp.announced_carbs_g, glucose_now, self.supervisor.iob_u(inp.time),
+                                       inp.time, scheduled)
             result = self.mpc.solve(est, inp.cycle_min, scheduled, max_basal, self.limits.max_bolus_u,
                                     min_bolus_u=meal.bolus_u if meal is not None else 0.0, target_mg_dl=target)
             mpc_status = result.status

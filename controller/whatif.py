@@ -52,7 +52,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from controller.meal_bolus import decide_meal_bolus
 from controller.policy import Dose
 from controller.twin_policy import TwinMPCPolicy
 from twin.estimator import MIN_PER_H
@@ -164,7 +163,7 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
     """The loop's decisions over one branch's linearized future: (insulin U/min per step, bolus U, basal U, reason)."""
     est = policy.estimator
     supervisor = copy.deepcopy(policy.supervisor)
-    limits, profile = policy.limits, policy.profile
+    limits = policy.limits
     glucose = nominal.copy()  # the branch's future given the insulin decided so far
     insulin = inputs.insulin_u_per_min[:steps].copy()
     meals = {max(int(a.at_min // STEP_MIN), 1): a for a in actions if isinstance(a, Meal) and a.announced}
@@ -194,7 +193,7 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
             first_reason = first_reason or "the person's temporary basal runs; the loop waits"
             continue
         scheduled = float(basal[k])
-        max_basal = min(limits.max_basal_u_per_h, limits.max_basal_multiple * scheduled)
+        max_basal = policy.max_basal_u_per_h(scheduled)
         meal_bolus = None
         if k in meals and policy.settings.meal_bolus is not None:
             carbs = meals[k].carbs_g
@@ -202,10 +201,7 @@ def _run_branch(policy: TwinMPCPolicy, actions: tuple[Action, ...], inputs: Inpu
             announced = copy.deepcopy(est)
             announced.predict(now)
             announced.add_carbs(carbs)
-            minute = profile.minute_of_day(now)
-            meal_bolus = decide_meal_bolus(announced, carbs, float(glucose[k]), supervisor.iob_u(now),
-                                           policy.target_at(now)[0], profile.carb_ratio_at(minute),
-                                           profile.correction_factor_at(minute), scheduled, policy.settings.meal_bolus)
+            meal_bolus = policy.meal_bolus(announced, carbs, float(glucose[k]), supervisor.iob_u(now), now, scheduled)
         if meal_bolus is not None or since_solve >= every or plan_rate is None:
             # an unannounced meal: the loop sees what it has done so far, held (as its estimator's
             # disturbance would), not the rise still to come
