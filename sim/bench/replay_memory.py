@@ -32,24 +32,48 @@ def _write_cgm(path: Path, readings: int, seed: int = 20) -> None:
             out.write(f"S01,{t:%Y-%m-%d %H:%M:%S},{round(g)}\n")
 
 
-def _glucotwin_command() -> list[str]:
-    script = Path(sys.executable).parent / "glucotwin"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sim.cli"]
+_CHILD = """
+import atexit, sys
+from pathlib import Path
+
+def _peak():  # this process's own high-water mark (VmHWM is per address space: exec resets it)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                Path(sys.argv[1]).write_text(line.split()[1])
+    except OSError:
+        pass
+
+atexit.register(_peak)
+from sim.cli import main
+out = sys.argv[1]
+sys.argv = ["glucotwin"] + sys.argv[2:]
+try:
+    code = main()
+finally:
+    sys.argv.insert(1, out)
+sys.exit(code)
+"""
 
 
 def replay_memory(quick: bool = False) -> dict[str, Any]:
+    """The replay's peak RSS (MB), read in the replay process itself: ``ru_maxrss`` of a child keeps
+    the high-water mark of the process it was forked from (a pytest or bench process of hundreds
+    of MB) across ``exec``, so the child reports its own ``VmHWM`` (Linux); elsewhere ``ru_maxrss``."""
     readings = 10_000 if quick else 100_000
     with tempfile.TemporaryDirectory(prefix="glucotwin-bench-") as tmp:
         path = Path(tmp) / "cgm.csv"
+        peak_file = Path(tmp) / "peak_kb.txt"
         _write_cgm(path, readings)
         with open(Path(tmp) / "stderr.txt", "w+b") as err:
-            proc = subprocess.Popen(_glucotwin_command() + ["replay", str(path), "--methods", "persistence",
-                                                            "--no-report", "--quiet"],
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(peak_file), "replay", str(path),
+                                     "--methods", "persistence", "--no-report", "--quiet"],
                                     stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the bench's other children's
+            _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 err.seek(0)
                 raise RuntimeError(f"glucotwin replay failed ({proc.returncode}): "
                                    f"{err.read().decode(errors='replace').strip()[:200]}")
-    return {"replay_rss_mb": usage.ru_maxrss / 1024.0}
+        peak_kb = float(peak_file.read_text()) if peak_file.exists() else float(usage.ru_maxrss)
+    return {"replay_rss_mb": peak_kb / 1024.0}
