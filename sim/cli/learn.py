@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sensors import FORMATS
+from sensors.files.units import UNITS
 from sim.cli.args import CliError, add_units_argument, positive_float, positive_int
 
 
@@ -35,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="parallel processes for a directory of traces (default 1)")
     p.add_argument("--quiet", action="store_true", help="print only a line per twin")
+    p.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                   help="a CGM file's format (default auto: detected, as glucotwin replay detects it)")
+    p.add_argument("--input-units", dest="input_units", choices=("auto", *UNITS), default="auto",
+                   help="a CGM file's glucose unit (default auto: the header's, else mg/dL unless clearly mmol/L)")
+    p.add_argument("--tz", default="UTC", metavar="ZONE",
+                   help="IANA time zone of a CGM file's timestamps written without an offset (default UTC)")
     add_units_argument(p)
     p.set_defaults(handler=_cmd_learn)
 
@@ -48,7 +56,9 @@ def _cmd_learn(args: argparse.Namespace) -> int:
             for line in learn_directory(args.history, args.out, args.days, args.workers):
                 print(line)
             return 0
-        print(learn_one(args.history, args.out, args.profile, args.days, quiet=args.quiet, units=args.units))
+        print(learn_one(args.history, args.out, args.profile, args.days, quiet=args.quiet, units=args.units,
+                        cgm_format=args.format, tz=args.tz,
+                        cgm_units=None if args.input_units == "auto" else args.input_units))
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from sim.learn.sources import is_sqlite, is_trace, load_history
 from sim.learn.table import format_learned
@@ -49,20 +50,21 @@ def profile_and_prior(path: Path, profile_path: Path | None, found: PatientProfi
     return profile, default_prior()
 
 
-def learn_path(path: Path, profile_path: Path | None = None, days: float = 14.0) -> LearnedTwin:
+def learn_path(path: Path, profile_path: Path | None = None, days: float = 14.0, **cgm: Any) -> LearnedTwin:
+    """The twin learned from the history at ``path``; ``cgm``: ``cgm_format``, ``tz``, ``cgm_units`` for a CGM file."""
     profile = None
     if profile_path is not None or _simglucose_patient(path) is not None:
         profile, _ = profile_and_prior(path, profile_path, None)
     elif not (path.is_file() and (is_sqlite(path) or is_trace(path))):
         profile, _ = profile_and_prior(path, None, None)  # a CGM file or export: the assumed generic adult
-    loaded = load_history(path, profile)
+    loaded = load_history(path, profile, **cgm)
     profile, prior = profile_and_prior(path, profile_path, loaded.profile or profile)
     return learn(TwinBase.from_profile(profile, prior), loaded.history.last_days(days))
 
 
 def learn_one(path: Path, out: Path, profile_path: Path | None, days: float, quiet: bool = False,
-              units: str = "mg") -> str:
-    learned = learn_path(path, profile_path, days)
+              units: str = "mg", **cgm: Any) -> str:
+    learned = learn_path(path, profile_path, days, **cgm)
     learned.save(out)
     if quiet:
         return summary_line(learned, out)

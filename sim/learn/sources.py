@@ -171,8 +171,10 @@ def read_nightscout(directory: Path, profile: PatientProfile | None) -> History:
     return build_history(cgm, insulin, carbs, profile=profile)
 
 
-def load_history(path: str | os.PathLike[str], profile: PatientProfile | None = None) -> LoadedHistory:
-    """The history at ``path`` (module docstring). ``profile``: the person's, when the source lacks one."""
+def load_history(path: str | os.PathLike[str], profile: PatientProfile | None = None, *, cgm_format: str = "auto",
+                 tz: str = "UTC", cgm_units: str | None = None) -> LoadedHistory:
+    """The history at ``path`` (module docstring). ``profile``: the person's, when the source lacks one.
+    ``cgm_format``, ``tz``, ``cgm_units``: how to read a CGM file (as ``glucotwin replay`` reads one)."""
     path = Path(path)
     if path.is_dir():
         if not (path / "entries.json").exists():
@@ -185,7 +187,7 @@ def load_history(path: str | os.PathLike[str], profile: PatientProfile | None = 
         return LoadedHistory(read_trace(path, profile), "trace", None)
     from sim.forecast.replay import load_cgm_file
 
-    loaded = load_cgm_file(path)
+    loaded = load_cgm_file(path, format=cgm_format, tz=tz, units=cgm_units)
     readings = loaded.result.readings
     subjects = {r.subject for r in readings}
     if len(subjects) > 1:
