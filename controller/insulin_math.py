@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Iterable
 
@@ -25,17 +26,25 @@ class Delivery:
     amount_u: float
 
 
+@lru_cache(maxsize=32)
+def _curve(action_duration_min: float, peak_min: float) -> tuple[float, float, float]:
+    """The exponential curve's constants (tau, a, S) for a duration and peak: computed once, not per dose."""
+    td, tp = action_duration_min, peak_min
+    tau = tp * (1 - tp / td) / (1 - 2 * tp / td)
+    a = 2 * tau / td
+    s = 1 / (1 - a + (1 + a) * math.exp(-td / tau))
+    return tau, a, s
+
+
 def fraction_remaining(minutes_since: float, action_duration_min: float = DEFAULT_ACTION_DURATION_MIN,
                        peak_min: float = DEFAULT_PEAK_MIN) -> float:
     """Fraction (0..1) of a dose still to act ``minutes_since`` after it was given (Loop's exponential curve)."""
     if minutes_since <= 0:
         return 1.0
-    td, tp, t = action_duration_min, peak_min, minutes_since
+    td, t = action_duration_min, minutes_since
     if t >= td:
         return 0.0
-    tau = tp * (1 - tp / td) / (1 - 2 * tp / td)
-    a = 2 * tau / td
-    s = 1 / (1 - a + (1 + a) * math.exp(-td / tau))
+    tau, a, s = _curve(action_duration_min, peak_min)
     return 1 - s * (1 - a) * ((t * t / (tau * td * (1 - a)) - t / tau - 1) * math.exp(-t / tau) + 1)
 
 
